@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh clone (Python 3.11 + package registries):
+#   make demo   set up .venv, run the whole pipeline on the embedded phantom cohorts (CPU)
+#   make test   set up .venv, run the tests
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CORES  ?= 2
+# torch CPU wheel installed first when no torch is present: a plain torch
+# requirement would pull a multi-GB CUDA build. Cluster users install their
+# CUDA build into the venv before `make` and it is kept (see README).
+TORCH_CPU ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: all demo test bench lint clean-demo help
+
+help:
+	@echo "make demo   - run the pipeline end to end on the phantom demo cohorts (CPU)"
+	@echo "make test   - run the test suite"
+	@echo "make bench  - run the benchmarks (tables written under bench/)"
+	@echo "make lint   - ruff"
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=python3.x (3.11 or 3.12)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_CPU)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml --cores $(CORES) all
+	@$(BIN)/braing3n report --where --configfile config/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/braing3n bench all --out bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+clean-demo:
+	rm -rf results/demo data/phantom .snakemake

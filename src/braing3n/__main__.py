@@ -1,0 +1,3 @@
+from braing3n.cli import main
+
+raise SystemExit(main())

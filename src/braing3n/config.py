@@ -1,0 +1,73 @@
+"""Pipeline configuration: load YAML, validate against the schema, fill defaults, hash.
+
+The schema in ``workflow/schemas/config.schema.yaml`` is the single source of truth;
+the Snakefile validates with ``snakemake.utils.validate`` and the CLI with this
+module, so both see the same defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file that does not match the schema."""
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def validate_config(config: dict, source: str = "config", schema: dict | None = None) -> dict:
+    """Validate in place, filling defaults; raise ConfigError naming the offending key."""
+    schema = schema or load_schema()
+    validator = _with_defaults(jsonschema.Draft7Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ConfigError(f"{source}: invalid config at '{where}': {e.message}")
+    return config
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read, validate and default-fill a pipeline config file."""
+    try:
+        with open(path) as fh:
+            config = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return validate_config(config, source=str(path))
+
+
+def config_hash(config: dict, sections: list[str] | None = None) -> str:
+    """Stable short hash of the whole config or of some sections (order-independent)."""
+    part = config if sections is None else {k: config.get(k) for k in sections}
+    blob = json.dumps(part, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

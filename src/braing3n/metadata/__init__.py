@@ -1,0 +1,1 @@
+"""Cohort metadata: scan discovery, harmonisation to the canonical schema, manifest."""

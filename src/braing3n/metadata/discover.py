@@ -1,0 +1,101 @@
+"""Find a cohort's raw scans from the path pattern in its mapping YAML.
+
+The pattern names fields in braces, e.g. ``sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_{modality}.nii.gz``.
+A field may repeat (it must then match the same text). ``scans.modalities`` maps the
+file's modality token to the canonical one (T1, T2, FLAIR, T1c); files whose token is
+not listed are ignored. The Snakefile calls this at parse time, so it only lists files.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+FIELDS = ("subject", "session", "modality")
+MODALITIES = ("T1", "T2", "FLAIR", "T1c")
+
+
+@dataclass(frozen=True)
+class ScanRef:
+    """One raw scan as found on disk; ``subject``/``session`` are wildcard-safe labels."""
+
+    cohort: str
+    subject: str
+    session: str
+    modality: str
+    path: str
+    subject_raw: str
+    session_raw: str
+
+
+def bids_label(text: str) -> str:
+    """Alphanumeric label used in file names and Snakemake wildcards (BIDS style)."""
+    label = re.sub(r"[^A-Za-z0-9]", "", str(text))
+    if not label:
+        raise ValueError(f"cannot make a file label from {text!r}: it has no letters or digits")
+    return label
+
+
+def load_mapping(path: str | os.PathLike) -> dict:
+    with open(path) as fh:
+        mapping = yaml.safe_load(fh)
+    if not isinstance(mapping, dict) or "scans" not in mapping:
+        raise ValueError(f"{path}: cohort mapping must be a mapping with a 'scans' section")
+    return mapping
+
+
+def pattern_to_regex(pattern: str) -> re.Pattern:
+    out, seen, pos = [], set(), 0
+    for m in re.finditer(r"\{(\w+)\}", pattern):
+        out.append(re.escape(pattern[pos : m.start()]))
+        field = m.group(1)
+        if field not in FIELDS:
+            raise ValueError(f"path pattern {pattern!r}: unknown field {{{field}}} (allowed: {', '.join(FIELDS)})")
+        out.append(f"(?P={field})" if field in seen else f"(?P<{field}>[^/]+?)")
+        seen.add(field)
+        pos = m.end()
+    out.append(re.escape(pattern[pos:]))
+    if "subject" not in seen or "modality" not in seen:
+        raise ValueError(f"path pattern {pattern!r} must contain {{subject}} and {{modality}}")
+    return re.compile("^" + "".join(out) + "$")
+
+
+def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike) -> list[ScanRef]:
+    """All scans under ``root`` matching the mapping's pattern, sorted by subject/session/modality."""
+    spec = mapping["scans"]
+    pattern = spec["pattern"]
+    regex = pattern_to_regex(pattern)
+    modality_map = {str(k): str(v) for k, v in spec.get("modalities", {m: m for m in MODALITIES}).items()}
+    session_default = str(spec.get("session_default", "01"))
+    root = Path(root)
+    found: dict[tuple[str, str, str], ScanRef] = {}
+    for path in glob.glob(str(root / re.sub(r"\{\w+\}", "*", pattern)), recursive=False):
+        rel = Path(path).relative_to(root).as_posix()
+        m = regex.match(rel)
+        if not m or m.group("modality") not in modality_map:
+            continue
+        fields = m.groupdict()
+        subject_raw = fields["subject"]
+        session_raw = fields.get("session") or session_default
+        ref = ScanRef(
+            cohort=cohort,
+            subject=bids_label(subject_raw),
+            session=bids_label(session_raw),
+            modality=modality_map[fields["modality"]],
+            path=str(path),
+            subject_raw=subject_raw,
+            session_raw=session_raw,
+        )
+        key = (ref.subject, ref.session, ref.modality)
+        if key in found:
+            raise ValueError(
+                f"{root}: two files for subject {ref.subject} session {ref.session} {ref.modality}: "
+                f"{found[key].path} and {ref.path}"
+            )
+        found[key] = ref
+    return sorted(found.values(), key=lambda r: (r.subject, r.session, MODALITIES.index(r.modality)))

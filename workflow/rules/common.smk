@@ -1,0 +1,47 @@
+# Shared helpers: cohorts, the scan list per cohort, output paths. No rules here.
+import os
+
+from braing3n.metadata.discover import discover_scans, load_mapping
+from braing3n.paths import Layout
+
+R = config["results"]
+L = Layout(R)
+BRAING3N = "braing3n"  # the console script of the installed package
+CONFIGFILES = " ".join(f"--configfile {f}" for f in workflow.configfiles) if workflow.configfiles else ""
+
+COHORTS = {name: spec for name, spec in config["cohorts"].items() if spec.get("enabled", True)}
+
+# Targets that stages append to; `rule all` collects them.
+ALL_TARGETS = []
+
+
+def _scans(cohort):
+    spec = COHORTS[cohort]
+    if "phantom" in spec:
+        from braing3n.phantom.plan import plan_cohort
+
+        return plan_cohort(cohort, spec, config).scans
+    return discover_scans(cohort, load_mapping(spec["mapping"]), spec["root"])
+
+
+SCANS = {c: _scans(c) for c in COHORTS}
+SCAN_INDEX = {(s.cohort, s.subject, s.session, s.modality): s for c in SCANS for s in SCANS[c]}
+
+
+def raw_scan(wc, modality=None):
+    """Raw NIfTI for the scan named by the wildcards (modality from wildcards unless given)."""
+    key = (wc.cohort, wc.subject, wc.session, modality or wc.modality)
+    if key not in SCAN_INDEX:
+        raise ValueError(f"no raw scan for cohort={key[0]} subject={key[1]} session={key[2]} modality={key[3]}")
+    return SCAN_INDEX[key].path
+
+
+def sessions(cohort):
+    return sorted({(s.subject, s.session) for s in SCANS[cohort]})
+
+
+wildcard_constraints:
+    cohort=r"[A-Za-z0-9]+",
+    subject=r"[A-Za-z0-9]+",
+    session=r"[A-Za-z0-9]+",
+    modality=r"T1|T2|FLAIR|T1c",

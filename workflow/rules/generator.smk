@@ -1,0 +1,1 @@
+# generator stage rules (see workflow/rules/common.smk for paths and scan lists)

@@ -1,0 +1,1 @@
+# preprocess stage rules (see workflow/rules/common.smk for paths and scan lists)
