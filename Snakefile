@@ -14,6 +14,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/phantom.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/metadata.smk"
 include: "workflow/rules/tokenizer.smk"

@@ -1,6 +1,7 @@
 """Find a cohort's raw scans from the path pattern in its mapping YAML.
 
-The pattern names fields in braces, e.g. ``sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_{modality}.nii.gz``.
+The pattern names fields in braces, e.g.
+``sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_{modality}.nii.gz``.
 A field may repeat (it must then match the same text). ``scans.modalities`` maps the
 file's modality token to the canonical one (T1, T2, FLAIR, T1c); files whose token is
 not listed are ignored. The Snakefile calls this at parse time, so it only lists files.
@@ -31,6 +32,20 @@ class ScanRef:
     path: str
     subject_raw: str
     session_raw: str
+
+    @property
+    def scan_id(self) -> str:
+        """Globally unique scan key shared by metadata, QC, store and embeddings."""
+        return scan_id(self.cohort, self.subject, self.session, self.modality)
+
+    @property
+    def subject_id(self) -> str:
+        """Globally unique subject key (cohort-scoped), used for splits and grouped folds."""
+        return f"{self.cohort}:{self.subject_raw}"
+
+
+def scan_id(cohort: str, subject: str, session: str, modality: str) -> str:
+    return f"{cohort}_sub-{subject}_ses-{session}_{modality}"
 
 
 def bids_label(text: str) -> str:

@@ -1,0 +1,1 @@
+# phantom cohort synthesis (demo/tests)
