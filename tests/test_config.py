@@ -1,0 +1,63 @@
+import copy
+
+import pytest
+import yaml
+
+from braing3n.config import REPO_ROOT, ConfigError, config_hash, load_config, validate_config
+
+
+def _demo() -> dict:
+    with open(REPO_ROOT / "config" / "demo.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+@pytest.mark.parametrize("name", ["config/demo.yaml", "config/config.yaml"])
+def test_shipped_configs_validate_and_get_defaults(name):
+    cfg = load_config(REPO_ROOT / name)
+    assert cfg["seed"] == 0
+    for section in ("preprocess", "metadata", "store", "train", "generate", "evaluate", "report"):
+        assert isinstance(cfg[section], dict)
+
+
+def test_defaults_filled_for_missing_keys():
+    cfg = {"cohorts": {"A": {"mapping": "m.yaml", "root": "/x"}}}
+    validate_config(cfg)
+    assert cfg["results"] == "results" and cfg["seed"] == 0 and cfg["device"] == "auto"
+    assert cfg["cohorts"]["A"]["enabled"] is True
+
+
+def test_unknown_key_is_rejected_by_name():
+    cfg = _demo()
+    cfg["preprocesss"] = {}
+    with pytest.raises(ConfigError, match="preprocesss"):
+        validate_config(cfg, source="demo.yaml")
+
+
+def test_wrong_type_is_rejected_with_its_path():
+    cfg = _demo()
+    cfg["seed"] = "zero"
+    with pytest.raises(ConfigError, match=r"demo.yaml: invalid config at 'seed'"):
+        validate_config(cfg, source="demo.yaml")
+    cfg = _demo()
+    cfg["cohorts"]["bad-name!"] = {"mapping": "m", "root": "r"}
+    with pytest.raises(ConfigError, match="bad-name!"):
+        validate_config(cfg)
+
+
+def test_snakemake_validate_rejects_bad_key_too():
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    cfg = _demo()
+    cfg["devise"] = "cpu"
+    with pytest.raises(WorkflowError, match="devise"):
+        validate(cfg, str(REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a = _demo()
+    b = copy.deepcopy(a)
+    assert config_hash(a) == config_hash(b)
+    b["seed"] = 1
+    assert config_hash(a) != config_hash(b)
+    assert config_hash(a, ["preprocess"]) == config_hash(b, ["preprocess"])
