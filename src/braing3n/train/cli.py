@@ -19,6 +19,8 @@ from braing3n.config import ConfigError, load_config, validate_config
 TASKS: dict[str, str] = {
     "mae": "braing3n.tokenizer.tasks:make_mae_task",
     "decoder": "braing3n.tokenizer.tasks:make_decoder_task",
+    "dit": "braing3n.generate.tasks:make_dit_task",
+    "dit-long": "braing3n.generate.tasks:make_dit_long_task",
 }
 
 

@@ -1,0 +1,1 @@
+"""Model definitions: MAE encoder/decoder, DiT, AutoencoderKL baseline."""
