@@ -1,0 +1,1 @@
+"""Evaluation: linear probes, encoder comparison, FID, guidance, memorisation, longitudinal."""
