@@ -28,7 +28,7 @@ from braing3n.generate.conditions import (
     build_vocabulary,
 )
 from braing3n.generate.data import embeddings_paths, join_latents, join_pairs, load_latents, read_manifest
-from braing3n.models.dit import CONTEXT_KEY, DiT, DiTConfig, drop_conditions
+from braing3n.models.dit import CONTEXT_KEY, GRID, DiT, DiTConfig, drop_conditions
 from braing3n.paths import Layout
 from braing3n.train.sampling import batch_indices
 
@@ -116,10 +116,15 @@ def build_task(kind: str, rows: pd.DataFrame, target: np.ndarray, extra: dict, b
     conds = vocab.encode_frame(rows, COLUMNS)
     # statistics of the generated latent; the baseline (context) shares the same tokenizer space
     norm = LatentNorm.fit(target if context is None else np.concatenate([target, context]))
+    grid = tuple(extra.get("grid", GRID))
+    if int(np.prod(grid)) != target.shape[1]:
+        raise ValueError(f"train.{kind}.grid {list(grid)} has {int(np.prod(grid))} tokens but the latents have "
+                         f"{target.shape[1]}")
+    widths = {k: int(extra[k]) for k in ("hidden", "depth", "heads") if extra.get(k)}  # override the preset
     model_cfg = DiTConfig.from_preset(
-        extra.get("preset", "tiny"), mlp_ratio=float(extra.get("mlp_ratio", 4.0)),
+        extra.get("preset", "tiny"), mlp_ratio=float(extra.get("mlp_ratio", 4.0)), grid=grid,
         in_channels=target.shape[-1], context_channels=0 if context is None else context.shape[-1],
-        categorical=vocab.model_categorical, continuous=vocab.model_continuous)
+        categorical=vocab.model_categorical, continuous=vocab.model_continuous, **widths)
     n_subj = rows["subject_id"].nunique() if "subject_id" in rows else 0
     return GeneratorTask(kind, target, conds, vocab, norm, model_cfg, batch_size,
                          _drop_probs(extra.get("drop_prob", 0.1), [*vocab.categorical, *vocab.continuous]),
