@@ -5,6 +5,8 @@ The pattern names fields in braces, e.g.
 A field may repeat (it must then match the same text). ``scans.modalities`` maps the
 file's modality token to the canonical one (T1, T2, FLAIR, T1c); files whose token is
 not listed are ignored. The Snakefile calls this at parse time, so it only lists files.
+``*`` in a pattern matches one path component that is not recorded (e.g. an ABIDE site
+folder), and ``pattern`` may be a list of patterns (e.g. IXI's ``-T1`` and ``_T1`` spellings).
 """
 
 from __future__ import annotations
@@ -64,36 +66,58 @@ def load_mapping(path: str | os.PathLike) -> dict:
     return mapping
 
 
-def pattern_to_regex(pattern: str) -> re.Pattern:
+def _literal(text: str) -> str:
+    return "[^/]*".join(re.escape(part) for part in text.split("*"))
+
+
+def pattern_to_regex(pattern: str, modalities: list[str] | None = None) -> re.Pattern:
+    """Regex for a path pattern; with ``modalities`` the modality field only matches those tokens
+    (so ``{subject}-{modality}`` splits ``IXI002-Guys-0828-T1`` at the right dash)."""
     out, seen, pos = [], set(), 0
     for m in re.finditer(r"\{(\w+)\}", pattern):
-        out.append(re.escape(pattern[pos : m.start()]))
+        out.append(_literal(pattern[pos : m.start()]))
         field = m.group(1)
         if field not in FIELDS:
             raise ValueError(f"path pattern {pattern!r}: unknown field {{{field}}} (allowed: {', '.join(FIELDS)})")
-        out.append(f"(?P={field})" if field in seen else f"(?P<{field}>[^/]+?)")
+        body = "[^/]+?"
+        if field == "modality" and modalities:
+            body = "|".join(re.escape(t) for t in sorted(modalities, key=len, reverse=True))
+        out.append(f"(?P={field})" if field in seen else f"(?P<{field}>{body})")
         seen.add(field)
         pos = m.end()
-    out.append(re.escape(pattern[pos:]))
+    out.append(_literal(pattern[pos:]))
     if "subject" not in seen or "modality" not in seen:
         raise ValueError(f"path pattern {pattern!r} must contain {{subject}} and {{modality}}")
     return re.compile("^" + "".join(out) + "$")
 
 
-def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike) -> list[ScanRef]:
-    """All scans under ``root`` matching the mapping's pattern, sorted by subject/session/modality."""
+def _candidates(root: Path, patterns: list[str], modality_map: dict) -> list[tuple[str, re.Match]]:
+    out, seen = [], set()
+    for pattern in patterns:
+        regex = pattern_to_regex(pattern, list(modality_map))
+        for path in sorted(glob.glob(str(root / re.sub(r"\{\w+\}", "*", pattern)), recursive=False)):
+            m = regex.match(Path(path).relative_to(root).as_posix())
+            if m and m.group("modality") in modality_map and path not in seen:
+                seen.add(path)
+                out.append((path, m))
+    return out
+
+
+def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike,
+                   duplicates: list[tuple[ScanRef, ScanRef]] | None = None) -> list[ScanRef]:
+    """All scans under ``root`` matching the mapping's pattern, sorted by subject/session/modality.
+
+    Two files with the same subject/session/modality labels raise ValueError, unless a
+    ``duplicates`` list is given: then the first file (path order) is kept and each
+    (kept, extra) pair is appended to it, so the caller can report the extra file.
+    """
     spec = mapping["scans"]
-    pattern = spec["pattern"]
-    regex = pattern_to_regex(pattern)
+    patterns = spec["pattern"] if isinstance(spec["pattern"], list) else [spec["pattern"]]
     modality_map = {str(k): str(v) for k, v in spec.get("modalities", {m: m for m in MODALITIES}).items()}
     session_default = str(spec.get("session_default", "01"))
     root = Path(root)
     found: dict[tuple[str, str, str], ScanRef] = {}
-    for path in glob.glob(str(root / re.sub(r"\{\w+\}", "*", pattern)), recursive=False):
-        rel = Path(path).relative_to(root).as_posix()
-        m = regex.match(rel)
-        if not m or m.group("modality") not in modality_map:
-            continue
+    for path, m in _candidates(root, patterns, modality_map):
         fields = m.groupdict()
         subject_raw = fields["subject"]
         session_raw = fields.get("session") or session_default
@@ -107,6 +131,9 @@ def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike) -> list[
             session_raw=session_raw,
         )
         key = (ref.subject, ref.session, ref.modality)
+        if key in found and duplicates is not None:
+            duplicates.append((found[key], ref))
+            continue
         if key in found:
             raise ValueError(
                 f"{root}: two files for subject {ref.subject} session {ref.session} {ref.modality}: "

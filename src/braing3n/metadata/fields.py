@@ -1,0 +1,221 @@
+"""Turn the joined wide frame into canonical clinical fields, one mapping spec per field.
+
+Field spec keys (all optional except one source):
+  column: COL | table.COL | [COL, ...]   source column (a list: the first that exists)
+  from: subject | session                 the raw subject/session text of the file path
+  constant: VALUE                         the same value for every scan (e.g. diagnosis: GBM)
+  alleles: [COL1, COL2]                   APOE genotype from two allele columns (3, 4 -> e3/e4)
+  values: {code: canonical}               exact map (case-insensitive fallback); ~ = explicit null
+  patterns: {regex: replacement}          tried in order when no exact code matches; \\1 allowed
+  unit: years|months|weeks|days|date      age -> years, days_from_baseline -> days; date = parse
+                                          dates, days since the subject's first scan
+  relative: true                          subtract the subject's smallest value (OASIS d0129)
+  birth: COL                              age = column (a date) - birth (a date or a year)
+  at_visit: true                          age += days_from_baseline / 365.25 (age at baseline given)
+A value that no code or pattern matches is an ``unknown_code``; a value outside the schema's
+range is ``out_of_range``; both become null (lenient) or stop the run (strict).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from braing3n.metadata.issues import IssueLog
+from braing3n.metadata.mapping import resolve_column, text
+from braing3n.metadata.schema import FIELD_BY_NAME, check_value
+
+FIELD_KEYS = {"column", "from", "constant", "alleles", "values", "patterns", "unit", "relative", "birth",
+              "at_visit"}
+DAYS_PER = {"days": 1.0, "weeks": 7.0, "months": 30.4375, "years": 365.25}
+DEFAULT_PATTERNS = {
+    "scanner_vendor": {r"(?i)siemens": "Siemens", r"(?i)\bge\b|general electric|^ge": "GE",
+                       r"(?i)philips": "Philips", r"(?i)toshiba|canon": "Toshiba", r"(?i)hitachi": "Hitachi"},
+    "field_strength": {r"(\d+(?:\.\d+)?)": r"\1"},
+    "apoe": {r"^\D*([234])\D*([234])\D*$": r"\1\2"},
+}
+DEFAULT_VALUES = {"sex": {"M": "M", "F": "F", "male": "M", "female": "F"}}
+# Order matters: age may need days_from_baseline.
+ORDER = ["days_from_baseline"]
+
+
+def _lookup(raw: str, values: dict | None, patterns: dict | None):
+    """(matched, value) for a raw code; value None = explicit null."""
+    if values:
+        table = {text(k): v for k, v in values.items()}
+        if raw in table:
+            return True, table[raw]
+        folded = {str(k).casefold(): v for k, v in table.items()}
+        if raw.casefold() in folded:
+            return True, folded[raw.casefold()]
+    for regex, repl in (patterns or {}).items():
+        m = re.search(regex, raw)
+        if m:
+            return True, m.expand(str(repl)) if repl is not None else None
+    return not values and not patterns, raw
+
+
+def _genotype(a: str) -> str:
+    return "e{}/e{}".format(*sorted(a[:2]))
+
+
+def _year_or_date(v: str | None) -> pd.Timestamp | None:
+    if v is None:
+        return None
+    m = re.fullmatch(r"\D*(\d{4})\D*", v)
+    if m:  # year only (e.g. AIBL '/1935'): mid-year
+        return pd.Timestamp(int(m.group(1)), 7, 1)
+    ts = pd.to_datetime(v, errors="coerce")
+    return None if pd.isna(ts) else ts
+
+
+class FieldBuilder:
+    """Computes one canonical column at a time, logging each bad cell once."""
+
+    def __init__(self, wide: pd.DataFrame, log: IssueLog, mapping_path: str):
+        self.wide, self.log, self.where = wide, log, mapping_path
+        self.seen: set[tuple] = set()
+        self.sources: dict[int, dict[str, str]] = {i: {} for i in wide.index}
+
+    def _issue(self, i, problem, action, column, file, row, value, detail=""):
+        key = (problem, file, row, column, value)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        self.log.add(problem, action, file=file, row=row, column=column, value=value,
+                     scan_id=self.wide.at[i, "scan_id"], detail=detail)
+
+    def _where(self, i, col: str) -> tuple[str, str]:
+        if col in ("subject_raw", "session_raw"):
+            return self.wide.at[i, "raw_path"], ""
+        table = col.split(".", 1)[0]
+        f, r = self.wide.at[i, f"{table}.__file"], self.wide.at[i, f"{table}.__row"]
+        if f is None or (isinstance(f, float) and np.isnan(f)):
+            return "", ""
+        self.sources[i][f] = str(int(r))
+        return str(f), str(int(r))
+
+    def _column(self, name: str, refs) -> str | None:
+        refs = refs if isinstance(refs, list) else [refs]
+        for ref in refs:
+            col = resolve_column(self.wide, str(ref), self.where)
+            if col is not None:
+                return col
+        self.log.add("missing_column", "nulled", file=self.where, column=" | ".join(map(str, refs)),
+                     detail=f"field {name!r} maps to a column no clinical table has; {name} is null")
+        return None
+
+    def build(self, name: str, spec: dict, days: pd.Series | None = None) -> pd.Series:
+        f = FIELD_BY_NAME[name]
+        out = pd.Series([None] * len(self.wide), index=self.wide.index, dtype=object)
+        if "constant" in spec:
+            src_col = None
+            raw = pd.Series([text(spec["constant"])] * len(self.wide), index=self.wide.index)
+        elif "from" in spec:
+            src_col = f"{spec['from']}_raw"
+            raw = self.wide[src_col].map(text)
+        elif "alleles" in spec:
+            cols = [self._column(name, c) for c in spec["alleles"]]
+            if None in cols:
+                return out
+            src_col = cols[0]
+            raw = self.wide[cols].apply(
+                lambda r: None if r.isna().any() else "".join(text(v) for v in r), axis=1)
+        else:
+            src_col = self._column(name, spec.get("column"))
+            if src_col is None:
+                return out
+            raw = self.wide[src_col].map(text)
+        values = spec.get("values", DEFAULT_VALUES.get(name) if "patterns" not in spec else None)
+        patterns = spec.get("patterns", DEFAULT_PATTERNS.get(name) if "values" not in spec else None)
+        birth_col = self._column(name, spec["birth"]) if "birth" in spec else None
+        unit = spec.get("unit", "years" if name == "age" else "days")
+        for i in self.wide.index:
+            v = raw.at[i]
+            if v is None or v == "":
+                continue
+            file, row = self._where(i, src_col) if src_col else (self.where, "")
+            col_label = (src_col or "constant").split(".", 1)[-1]
+            if birth_col is not None:
+                date, birth = _year_or_date(v), _year_or_date(text(self.wide.at[i, birth_col]))
+                if date is None or birth is None:
+                    if birth is not None or date is not None:
+                        self._issue(i, "bad_value", "nulled", col_label, file, row, v, "cannot parse date")
+                    continue
+                out.at[i] = (date - birth).days / 365.25
+                continue
+            ok, mapped = _lookup(v, values, patterns)
+            if not ok:
+                self._issue(i, "unknown_code", "nulled", col_label, file, row, v, f"no code for {name}")
+                continue
+            if mapped is None:
+                continue
+            if name == "apoe":  # any spelling of two alleles -> sorted 'e3/e4'
+                m = re.fullmatch(r"\D*([234])\D*([234])\D*", str(mapped))
+                mapped = _genotype(m.group(1) + m.group(2)) if m else mapped
+            if unit == "date":
+                ts = pd.to_datetime(mapped, errors="coerce")
+                if pd.isna(ts):
+                    self._issue(i, "bad_value", "nulled", col_label, file, row, v, "not a date")
+                    continue
+                out.at[i] = ts
+                continue
+            try:
+                typed = float(mapped) if f.kind in ("float", "int") else str(mapped)
+            except ValueError:
+                self._issue(i, "bad_value", "nulled", col_label, file, row, v, f"{name} must be a number")
+                continue
+            if f.kind == "int":
+                if not float(typed).is_integer():
+                    self._issue(i, "bad_value", "nulled", col_label, file, row, v, f"{name} must be an integer")
+                    continue
+                typed = int(typed)
+            if name == "age" and unit != "years":
+                typed = typed * DAYS_PER[unit] / 365.25
+            elif name == "days_from_baseline":
+                typed = typed * DAYS_PER[unit]
+            out.at[i] = typed
+        if unit == "date" or spec.get("relative"):
+            out = self._relative(out, unit == "date")
+        if spec.get("at_visit") and name == "age":
+            out = pd.Series([None if a is None or days is None or pd.isna(days.at[i]) else a + days.at[i] / 365.25
+                             for i, a in out.items()], index=out.index, dtype=object)
+        return self._check(name, out, src_col)
+
+    def _relative(self, out: pd.Series, dates: bool) -> pd.Series:
+        num = out.copy()
+        subj = self.wide["subject_id"]
+        for s in subj.unique():
+            idx = subj.index[(subj == s) & out.notna()]
+            if len(idx):
+                first = min(out.loc[idx])
+                for i in idx:
+                    d = out.at[i] - first
+                    num.at[i] = d.days if dates else d
+        return num
+
+    def _check(self, name: str, out: pd.Series, src_col: str | None) -> pd.Series:
+        for i, v in out.items():
+            if v is None:
+                continue
+            problem = check_value(name, v)
+            if problem:
+                file, row = self._where(i, src_col) if src_col else (self.where, "")
+                col = (src_col or "constant").split(".", 1)[-1]
+                self._issue(i, problem, "nulled", col, file, row, str(v), f"{name} not allowed")
+                out.at[i] = None
+        return out
+
+
+def build_fields(wide: pd.DataFrame, mapping: dict, log: IssueLog, mapping_path: str) -> tuple[pd.DataFrame, dict]:
+    """All clinical fields of the mapping; returns (columns frame, {row: {file: row}} sources)."""
+    specs = mapping.get("fields") or {}
+    builder = FieldBuilder(wide, log, mapping_path)
+    cols: dict[str, pd.Series] = {}
+    for name in sorted(specs, key=lambda n: (n not in ORDER, n)):
+        cols[name] = builder.build(name, specs[name], cols.get("days_from_baseline"))
+    if "apoe_e4_count" not in cols and "apoe" in cols:
+        cols["apoe_e4_count"] = cols["apoe"].map(lambda g: None if g is None else str(g).count("4"))
+    return pd.DataFrame(cols, index=wide.index), builder.sources
