@@ -1,0 +1,159 @@
+"""Encoder adapters: a batch of z-scored 160x192x160 volumes -> pooled embeddings {"cls", "mean"}.
+
+- random_vit: a randomly initialised MONAI ViT on the model grid (16^3 patches) - the floor.
+- brainiac: MONAI ViT-B (768 x 12) on the volume resized to 96^3 (BrainIAC's input).
+- brainsegfounder: the Swin-UNETR encoder (MONAI ``SwinUNETR.swinViT``), deepest stage pooled.
+- medicalnet: MONAI 3D ResNet (MedicalNet layout), global average pool of the last stage.
+
+External weights are never downloaded: the user supplies a file path in
+``evaluate.encoders.<name>.weights``; a missing file is a one-line error saying so. CNN-style
+encoders have no CLS token, so they give "mean" only (and "max" as a second pooling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import SwinUNETR, ViT, resnet
+from monai.networks.nets.resnet import get_medicalnet_pretrained_resnet_args
+
+from braing3n.data.geometry import MODEL_SHAPE
+
+EXTERNAL = ("brainiac", "brainsegfounder", "medicalnet")
+STRIP_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "net.", "swinViT.", "vit.")
+
+
+def load_user_weights(model: torch.nn.Module, path: str | None, name: str, min_fraction: float = 0.5) -> None:
+    """Load a user-supplied checkpoint into ``model`` by key name (prefixes stripped, shapes checked)."""
+    if not path:
+        raise FileNotFoundError(f"{name}: no weight file configured; download the published checkpoint yourself "
+                                f"and set evaluate.encoders.{name}.weights (weights are never downloaded)")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: {name} weight file not found (set evaluate.encoders.{name}.weights)")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(p))
+    else:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "net", "teacher"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    own = model.state_dict()
+    matched = {}
+    for k, v in state.items():
+        key = k
+        for _ in range(3):  # nested wrappers such as module.backbone.
+            for pre in STRIP_PREFIXES:
+                if key not in own and key.startswith(pre):
+                    key = key[len(pre):]
+        if key in own and tuple(own[key].shape) == tuple(v.shape):
+            matched[key] = v
+    fraction = len(matched) / max(1, len(own))
+    if fraction < min_fraction:
+        raise ValueError(f"{p}: only {len(matched)} of {len(own)} {name} parameters match by name and shape "
+                         f"({fraction:.0%}); is this the right checkpoint?")
+    model.load_state_dict(matched, strict=False)
+
+
+class Encoder(torch.nn.Module):
+    """Base: ``forward(x [B,1,160,192,160]) -> {"cls"?: [B,D], "mean": [B,D]}``."""
+
+    name = "encoder"
+
+
+class ViTEncoder(Encoder):
+    """MONAI ViT with a CLS token; tokens after the final norm are pooled (CLS and mean)."""
+
+    def __init__(self, name: str, img_size: tuple, hidden: int, layers: int, heads: int, patch: int = 16):
+        super().__init__()
+        self.name, self.img_size = name, tuple(img_size)
+        self.vit = ViT(in_channels=1, img_size=self.img_size, patch_size=patch, hidden_size=hidden,
+                       mlp_dim=4 * hidden, num_layers=layers, num_heads=heads, classification=True)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if tuple(x.shape[2:]) != self.img_size:
+            x = F.interpolate(x, size=self.img_size, mode="trilinear", align_corners=False)
+        tokens = self.vit.patch_embedding(x)
+        tokens = torch.cat([self.vit.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1)
+        for blk in self.vit.blocks:
+            tokens = blk(tokens)
+        tokens = self.vit.norm(tokens)
+        return {"cls": tokens[:, 0], "mean": tokens[:, 1:].mean(1)}
+
+
+class SwinEncoder(Encoder):
+    """Swin-UNETR encoder (BrainSegFounder's backbone); deepest stage, mean and max pooled."""
+
+    def __init__(self, feature_size: int = 48):
+        super().__init__()
+        self.name = "brainsegfounder"
+        self.swin = SwinUNETR(in_channels=1, out_channels=1, feature_size=feature_size).swinViT
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        deepest = self.swin(x, normalize=True)[-1]
+        return {"mean": deepest.mean(dim=(2, 3, 4)), "max": deepest.amax(dim=(2, 3, 4))}
+
+
+class ResNetEncoder(Encoder):
+    """MedicalNet-layout 3D ResNet trunk, last stage mean and max pooled (3D-FID practice: mean)."""
+
+    def __init__(self, depth: int = 50):
+        super().__init__()
+        self.name = "medicalnet"
+        bias_downsample, shortcut = get_medicalnet_pretrained_resnet_args(depth)
+        self.net = getattr(resnet, f"resnet{depth}")(spatial_dims=3, n_input_channels=1, feed_forward=False,
+                                                     shortcut_type=shortcut, bias_downsample=bias_downsample)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.act(n.bn1(n.conv1(x)))) if not n.no_max_pool else n.act(n.bn1(n.conv1(x)))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.trunk(x)
+        return {"mean": f.mean(dim=(2, 3, 4)), "max": f.amax(dim=(2, 3, 4))}
+
+
+def build_encoder(name: str, spec: dict, seed: int = 0) -> Encoder:
+    """Adapter by name; external encoders load ``spec['weights']`` (never downloaded)."""
+    torch.manual_seed(seed)  # the random floor is reproducible; loaded weights overwrite the init
+    if name == "random_vit":
+        enc = ViTEncoder("random_vit", MODEL_SHAPE, spec.get("hidden", 768), spec.get("layers", 12),
+                         spec.get("heads", 12))
+    elif name == "brainiac":
+        enc = ViTEncoder("brainiac", (96, 96, 96), 768, 12, 12)
+    elif name == "brainsegfounder":
+        enc = SwinEncoder(spec.get("feature_size", 48))
+    elif name == "medicalnet":
+        enc = ResNetEncoder(spec.get("depth", 50))
+    else:
+        raise ValueError(f"unknown encoder {name!r}; known: random_vit, {', '.join(EXTERNAL)}")
+    if name in EXTERNAL and not spec.get("random_weights", False):
+        target = enc.vit if name == "brainiac" else enc.swin if name == "brainsegfounder" else enc.net
+        load_user_weights(target, spec.get("weights"), name)
+    return enc.eval()
+
+
+@torch.no_grad()
+def embed_batches(encoder: Encoder, batches: Iterator[tuple[list[int], torch.Tensor]],
+                  device: torch.device) -> dict[str, np.ndarray]:
+    """Run the encoder over (indices, raw float16 volumes) batches; z-score on device; concat per key."""
+    from braing3n.data.loader import zscore
+
+    encoder = encoder.to(device)
+    out: dict[str, list] = {}
+    order: list[int] = []
+    for idx, vols in batches:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            feats = encoder(zscore(vols.to(device)))
+        for k, v in feats.items():
+            out.setdefault(k, []).append(v.float().cpu().numpy())
+        order.extend(idx)
+    inv = np.argsort(np.asarray(order))
+    return {k: np.concatenate(v)[inv] for k, v in out.items()}
