@@ -140,3 +140,26 @@ def test_longitudinal_task_learns_progression():
     assert own < 0.5 * other
     with pytest.raises(ValueError, match="context"):
         sample_latents(gen, {"years": 1.0}, n=2, steps=2)
+
+
+def test_dit_long_task_from_wide_pairs_table(tmp_path):
+    """The metadata stage's wide pairs table (per-modality scan ids) -> training pairs of the train split."""
+    from braing3n.generate.tasks import make_dit_long_task
+
+    config, lat, manifest = synthetic_cohort(tmp_path, n=40)
+    ids = manifest["scan_id"].tolist()
+    wide = {"cohort": "demo", "subject_id": "x", "split": "train", "interval_years": [1.0, 2.5, 3.0, 0.5]}
+    wide |= {f"{w}_scan_id_{m}": [None] * 4 for m in ("T1", "T2", "FLAIR", "T1c") for w in ("baseline", "followup")}
+    wide["baseline_scan_id_T1"] = [ids[0], ids[2], ids[35], ids[4]]  # ids[35] is a test-split baseline
+    wide["followup_scan_id_T1"] = [ids[1], ids[3], ids[36], "missing_scan"]  # no latent for the last
+    wide["baseline_scan_id_FLAIR"], wide["followup_scan_id_FLAIR"] = [ids[5], None, None, None], [ids[6]] + [None] * 3
+    (tmp_path / "metadata" / "pairs.parquet").unlink(missing_ok=True)
+    pd.DataFrame(wide).to_parquet(tmp_path / "metadata" / "pairs.parquet")
+    cfg = train_cfg(steps=2, batch_size=4)
+    task = make_dit_long_task(config, cfg)
+    assert len(task.target) == 3  # (0->1, T1), (2->3, T1), (5->6, FLAIR)
+    np.testing.assert_allclose(task.conds["years"], [1.0, 2.5, 1.0])
+    raw_target = task.norm.denormalise(task.target.astype(np.float32))
+    np.testing.assert_allclose(raw_target[1], lat[3], atol=0.05)  # follow-up of pair 2 is scan 3
+    path = fit(task, cfg, tmp_path / "models" / "dit_long")
+    assert path.exists() and json.loads((path.parent / "generator.json").read_text())["kind"] == "dit_long"

@@ -17,12 +17,9 @@ import pandas as pd
 
 from braing3n.paths import Layout
 
-# pairs.parquet columns (metadata stage); the first present name is used
-PAIR_COLUMNS = {
-    "baseline": ("baseline_scan_id", "scan_id_baseline", "scan_id_a"),
-    "followup": ("followup_scan_id", "scan_id_followup", "scan_id_b"),
-    "years": ("interval_years", "years", "delta_years", "dt_years"),
-}
+# pairs.parquet (metadata stage): one row per (subject, baseline session, follow-up session) with
+# interval_years and, per modality m, baseline_scan_id_{m} / followup_scan_id_{m}
+MODALITIES = ("T1", "T2", "FLAIR", "T1c")
 
 
 def embeddings_paths(config: dict) -> list[Path]:
@@ -82,12 +79,20 @@ def join_latents(manifest: pd.DataFrame, scan_ids: np.ndarray, latents: np.ndarr
     return LatentSet(rows=rows, latents=latents[idx])
 
 
-def pair_column(pairs: pd.DataFrame, role: str, source: str) -> str:
-    for name in PAIR_COLUMNS[role]:
-        if name in pairs:
-            return name
-    raise ValueError(f"{source}: pairs table needs a {role} column (one of {PAIR_COLUMNS[role]}); "
-                     f"found {list(pairs.columns)}")
+def long_pairs(pairs: pd.DataFrame, source: str = "pairs") -> pd.DataFrame:
+    """Wide pairs table -> one row per modality present at both sessions:
+    baseline_scan_id, followup_scan_id, years."""
+    need = ["interval_years"] + [f"{w}_scan_id_{m}" for m in MODALITIES for w in ("baseline", "followup")]
+    missing = [c for c in need if c not in pairs]
+    if missing:
+        raise ValueError(f"{source}: pairs table lacks columns {missing}")
+    parts = []
+    for m in MODALITIES:
+        part = pd.DataFrame({"baseline_scan_id": pairs[f"baseline_scan_id_{m}"],
+                             "followup_scan_id": pairs[f"followup_scan_id_{m}"],
+                             "years": pd.to_numeric(pairs["interval_years"], errors="coerce")})
+        parts.append(part.dropna())
+    return pd.concat(parts, ignore_index=True).astype({"baseline_scan_id": str, "followup_scan_id": str})
 
 
 @dataclass
@@ -99,19 +104,19 @@ class PairSet:
 
 def join_pairs(pairs: pd.DataFrame, manifest: pd.DataFrame, scan_ids: np.ndarray, latents: np.ndarray,
                splits: list[str] | None, source: str = "pairs") -> PairSet:
-    """Within-subject (baseline, follow-up) latent pairs whose baseline is in ``splits``."""
-    b, f, y = (pair_column(pairs, r, source) for r in ("baseline", "followup", "years"))
+    """Within-subject (baseline, follow-up) latent pairs whose baseline is in ``splits``;
+    conditions (age, diagnosis, sex, modality) are the baseline scan's manifest row."""
+    pl = long_pairs(pairs, source)
     pos = {s: i for i, s in enumerate(scan_ids)}
     meta = manifest.set_index("scan_id")
-    keep = pairs[pairs[b].astype(str).isin(pos) & pairs[f].astype(str).isin(pos)
-                 & pairs[b].astype(str).isin(meta.index)].copy()
+    keep = pl[pl.baseline_scan_id.isin(pos) & pl.followup_scan_id.isin(pos) & pl.baseline_scan_id.isin(meta.index)]
     if splits is not None:
-        keep = keep[meta.loc[keep[b].astype(str), "split"].astype(str).isin(splits).to_numpy()]
+        keep = keep[meta.loc[keep.baseline_scan_id, "split"].astype(str).isin(splits).to_numpy()]
     if len(keep) == 0:
         raise ValueError(f"{source}: no longitudinal pair has both latents in splits {splits}")
-    rows = meta.loc[keep[b].astype(str)].reset_index()
-    rows["years"] = keep[y].to_numpy(dtype=np.float32)
-    rows["followup_scan_id"] = keep[f].astype(str).to_numpy()
-    bi = np.array([pos[s] for s in keep[b].astype(str)])
-    fi = np.array([pos[s] for s in keep[f].astype(str)])
+    rows = meta.loc[keep.baseline_scan_id].reset_index()
+    rows["years"] = keep["years"].to_numpy(dtype=np.float32)
+    rows["followup_scan_id"] = keep["followup_scan_id"].to_numpy()
+    bi = np.array([pos[s] for s in keep.baseline_scan_id])
+    fi = np.array([pos[s] for s in keep.followup_scan_id])
     return PairSet(rows=rows, baseline=latents[bi], followup=latents[fi])
