@@ -1,1 +1,100 @@
 # generator stage rules (see workflow/rules/common.smk for paths and scan lists)
+# train_dit / train_dit_long: flow-matching DiTs on the tokenizer latents (GPU jobs);
+# generate_arm: samples per condition arm of config generate.arms; forecast_demo: one held-out baseline.
+
+GEN = config["generate"]
+DIT_DIR = GEN["model_dir"] or L.model_dir("dit")
+DIT_LONG_DIR = GEN["long_model_dir"] or L.model_dir("dit_long")
+TOKENIZER_DIR = GEN["tokenizer_dir"] or L.model_dir("decoder")
+EMBEDDINGS = [f"{R}/embeddings/{c}.npz" for c in COHORTS]
+
+
+wildcard_constraints:
+    arm="|".join(GEN["arms"]) or "NOARM",
+
+
+rule train_dit:
+    input:
+        embeddings=EMBEDDINGS,
+        manifest=L.manifest,
+    output:
+        f"{DIT_DIR}/final.safetensors",
+    log:
+        f"{R}/logs/train_dit.log",
+    params:
+        out=DIT_DIR,
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=2880,
+    shell:
+        "{BRAING3N} train dit {CONFIGFILES} --out {params.out} > {log} 2>&1"
+
+
+rule train_dit_long:
+    input:
+        embeddings=EMBEDDINGS,
+        manifest=L.manifest,
+        pairs=L.pairs,
+    output:
+        f"{DIT_LONG_DIR}/final.safetensors",
+    log:
+        f"{R}/logs/train_dit_long.log",
+    params:
+        out=DIT_LONG_DIR,
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=1440,
+    shell:
+        "{BRAING3N} train dit-long {CONFIGFILES} --out {params.out} > {log} 2>&1"
+
+
+rule generate_arm:
+    input:
+        dit=f"{DIT_DIR}/final.safetensors",
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
+    output:
+        directory(f"{R}/samples/{{arm}}"),
+    log:
+        f"{R}/logs/generate_{{arm}}.log",
+    params:
+        model=DIT_DIR,
+        tokenizer=TOKENIZER_DIR,
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    shell:
+        "{BRAING3N} generate {CONFIGFILES} --arm {wildcards.arm} --model-dir {params.model} "
+        "--tokenizer-dir {params.tokenizer} --out {output} > {log} 2>&1"
+
+
+rule forecast_demo:
+    input:
+        dit_long=f"{DIT_LONG_DIR}/final.safetensors",
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
+        pairs=L.pairs,
+        manifest=L.manifest,
+    output:
+        directory(f"{R}/samples/forecast"),
+    log:
+        f"{R}/logs/forecast_demo.log",
+    params:
+        model=DIT_LONG_DIR,
+        tokenizer=TOKENIZER_DIR,
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    shell:
+        "{BRAING3N} forecast {CONFIGFILES} --baseline auto --model-dir {params.model} "
+        "--tokenizer-dir {params.tokenizer} --out {output} > {log} 2>&1"
+
+
+ALL_TARGETS.extend(expand(f"{R}/samples/{{arm}}", arm=list(GEN["arms"])))
+ALL_TARGETS.append(f"{R}/samples/forecast")
