@@ -11,7 +11,9 @@ Field spec keys (all optional except one source):
                                           dates, days since the subject's first scan
   relative: true                          subtract the subject's smallest value (OASIS d0129)
   birth: COL                              age = column (a date) - birth (a date or a year)
-  at_visit: true                          age += days_from_baseline / 365.25 (age at baseline given)
+  at_visit: true | absolute               age += days_from_baseline / 365.25 (age at baseline given);
+                                          absolute: the days before making them relative (OASIS:
+                                          age at entry + d0129)
 A value that no code or pattern matches is an ``unknown_code``; a value outside the schema's
 range is ``out_of_range``; both become null (lenient) or stop the run (strict).
 """
@@ -78,6 +80,7 @@ class FieldBuilder:
         self.wide, self.log, self.where = wide, log, mapping_path
         self.seen: set[tuple] = set()
         self.sources: dict[int, dict[str, str]] = {i: {} for i in wide.index}
+        self.absolute_days: pd.Series | None = None  # days_from_baseline before `relative`
 
     def _issue(self, i, problem, action, column, file, row, value, detail=""):
         key = (problem, file, row, column, value)
@@ -177,9 +180,12 @@ class FieldBuilder:
             elif name == "days_from_baseline":
                 typed = typed * DAYS_PER[unit]
             out.at[i] = typed
+        if name == "days_from_baseline" and unit != "date":
+            self.absolute_days = out.copy()
         if unit == "date" or spec.get("relative"):
             out = self._relative(out, unit == "date")
         if spec.get("at_visit") and name == "age":
+            days = self.absolute_days if spec["at_visit"] == "absolute" else days
             out = pd.Series([None if a is None or days is None or pd.isna(days.at[i]) else a + days.at[i] / 365.25
                              for i, a in out.items()], index=out.index, dtype=object)
         return self._check(name, out, src_col)

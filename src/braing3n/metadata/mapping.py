@@ -30,7 +30,7 @@ from braing3n.metadata.discover import load_mapping
 from braing3n.metadata.issues import HarmoniseError, IssueLog
 
 NA_TOKENS = {"", "na", "n/a", "nan", "none", "null", "unknown", "not available", "-", "."}
-TABLE_KEYS = {"name", "path", "sep", "sheet", "subject", "session", "join", "skip_rows"}
+TABLE_KEYS = {"name", "path", "sep", "subject", "session", "join", "skip_rows"}
 KEY_KEYS = {"column", "regex", "scan_regex", "values", "match", "tolerance", "date"}
 SESSION_FROM = {"subject", "session"}
 
@@ -115,11 +115,10 @@ def read_table(paths: list[Path], root: Path, spec: dict, na_values: set[str]) -
         suffix = p.suffix.lower()
         try:
             if suffix in (".xls", ".xlsx"):
-                df = pd.read_excel(p, dtype=str, sheet_name=spec.get("sheet", 0), keep_default_na=False)
-            else:
-                sep = spec.get("sep") or ("\t" if suffix in (".tsv", ".txt") else ",")
-                df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, skiprows=spec.get("skip_rows"),
-                                 encoding_errors="replace")
+                raise ValueError("spreadsheets are read as CSV/TSV: export this sheet to CSV next to it")
+            sep = spec.get("sep") or ("\t" if suffix in (".tsv", ".txt") else ",")
+            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, skiprows=spec.get("skip_rows"),
+                             encoding_errors="replace")
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise HarmoniseError(f"{p}: cannot read clinical table: {exc}") from exc
         df.columns = [str(c).strip() for c in df.columns]
@@ -131,7 +130,8 @@ def read_table(paths: list[Path], root: Path, spec: dict, na_values: set[str]) -
 
 
 def _key_column(df: pd.DataFrame, spec: dict, table: str, file: str, log: IssueLog) -> pd.Series:
-    col = spec["column"]
+    cols = spec["column"] if isinstance(spec["column"], list) else [spec["column"]]
+    col = next((c for c in cols if c in df.columns), cols[0])  # a list: first that exists
     if col not in df.columns:
         raise HarmoniseError(f"{file}: missing key column {col!r} of table {table!r} "
                              f"(columns: {', '.join(c for c in df.columns if not c.startswith('__'))})")
@@ -212,8 +212,8 @@ def join_tables(scans: pd.DataFrame, mapping: dict, root: Path, log: IssueLog) -
 
 def _nearest_merge(wide: pd.DataFrame, table: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """Match each scan to the subject's clinical row nearest in time (keys are day numbers)."""
-    w = wide.assign(__t=pd.to_numeric(wide["__k1"], errors="coerce")).reset_index(names="__order")
-    t = table.assign(__t=pd.to_numeric(table["__k1"], errors="coerce")).drop(columns=["__k1"])
+    w = wide.assign(__t=pd.to_numeric(wide["__k1"], errors="coerce").astype("float64")).reset_index(names="__order")
+    t = table.assign(__t=pd.to_numeric(table["__k1"], errors="coerce").astype("float64")).drop(columns=["__k1"])
     w_ok, w_bad = w[w["__t"].notna()].sort_values("__t"), w[w["__t"].isna()]
     t = t[t["__t"].notna()].sort_values("__t")
     merged = pd.merge_asof(w_ok, t, on="__t", by="__k0", direction="nearest", tolerance=tolerance)
