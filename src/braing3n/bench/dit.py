@@ -1,0 +1,188 @@
+"""`braing3n bench dit`: DiT training and sampling throughput, written to {out}/dit.csv|md.
+
+    braing3n bench dit --out bench                        # GPU: paper size (DiT-XL); CPU: tiny
+    braing3n bench dit --out bench --anchor ../shared/tools/gpu_anchor.py --tokenizer-dir results/models/decoder
+
+Training: one optimiser step = conditional flow-matching loss (6 conditions, CFG dropout) +
+backward + fused AdamW, bf16 autocast on CUDA, eager and torch.compile, in samples/s.
+Sampling: ``--n-samples`` latents with ``--sample-steps`` Heun steps and classifier-free guidance
+(conditional + unconditional halves in one batched forward), then the tokenizer decoder
+(``--tokenizer-dir``) to 160x192x160 volumes, in volumes/s. ``--anchor`` runs the plain-PyTorch
+reference (gpu_anchor.py dit) in the same process tree so the ratio compares like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from braing3n import flow
+from braing3n.models.dit import DiT, DiTConfig, drop_conditions, null_condition
+
+CATS = {"disease": 10, "sex": 2, "modality": 4, "site": 50, "idh": 2}
+CONT = {"age": 1000.0}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _cond(b: int, device: torch.device) -> dict:
+    g = torch.Generator().manual_seed(0)
+    cond = {k: torch.randint(0, n + 1, (b,), generator=g).to(device) for k, n in CATS.items()}
+    cond["age"] = (torch.rand(b, generator=g) * 80 + 10).to(device)
+    return cond
+
+
+def train_throughput(cfg: DiTConfig, batch: int, device: torch.device, compiled: bool, steps: int, warm: int) -> dict:
+    torch.manual_seed(0)
+    model = DiT(cfg).to(device)
+    run = torch.compile(model) if compiled else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=device.type == "cuda")
+    x1 = torch.randn(batch, model.num_tokens, cfg.in_channels, device=device)
+    cond = _cond(batch, device)
+    probs = dict.fromkeys([*CATS, *CONT], 0.1)
+
+    def step():
+        with _autocast(device):
+            t = flow.sample_time(batch, device=device)
+            loss = flow.flow_loss(run, x1, drop_conditions(cond, probs), t, torch.randn_like(x1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warm):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    dt = (time.perf_counter() - t0) / steps
+    mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return {"stage": "train", "batch": batch, "compiled": compiled, "step_s": dt, "samples_per_s": batch / dt,
+            "peak_mem_gib": mem}
+
+
+@torch.no_grad()
+def sample_throughput(cfg: DiTConfig, n: int, steps: int, device: torch.device, tokenizer) -> dict:
+    torch.manual_seed(0)
+    model = DiT(cfg).to(device).eval()
+    cond, uncond = _cond(n, device), null_condition(cfg, n, device)
+
+    def fn(x, t, c):
+        with _autocast(device):
+            return model(x, t, c).float()
+
+    noise = torch.randn(n, model.num_tokens, cfg.in_channels, device=device)
+    flow.sample(fn, noise[:1], {k: v[:1] for k, v in cond.items()}, {k: v[:1] for k, v in uncond.items()},
+                2.0, 1, "heun")  # warm-up (kernels, allocator)
+    _sync(device)
+    t0 = time.perf_counter()
+    z = flow.sample(fn, noise, cond, uncond, 2.0, steps, "heun")
+    _sync(device)
+    t_sample = time.perf_counter() - t0
+    t_decode = float("nan")
+    if tokenizer is not None:
+        t0 = time.perf_counter()
+        for s in range(0, n, 4):
+            with _autocast(device):
+                tokenizer.decode(z[s:s + 4].to(getattr(tokenizer, "device", device)))
+        _sync(device)
+        t_decode = time.perf_counter() - t0
+    total = t_sample + (0.0 if tokenizer is None else t_decode)
+    return {"stage": "sample+decode" if tokenizer is not None else "sample (no decoder)", "batch": n,
+            "compiled": False, "step_s": t_sample / steps, "samples_per_s": n / total, "sample_s": t_sample,
+            "decode_s": t_decode, "nfe": 2 * steps, "cfg": True}
+
+
+def run_anchor(path: str) -> list[dict]:
+    """gpu_anchor.py dit, eager and compiled; its JSON lines."""
+    rows = []
+    for comp in ("0", "1"):
+        out = subprocess.run([sys.executable, path, "dit"], capture_output=True, text=True,
+                             env={**__import__("os").environ, "COMPILE": comp}, timeout=1800)
+        for line in out.stdout.splitlines():
+            rec = json.loads(line)
+            if "model" in rec:
+                rows.append({"stage": "anchor train", "batch": rec["batch"], "compiled": rec["compiled"],
+                             "step_s": rec["step_s"], "samples_per_s": rec["samples_per_s"],
+                             "peak_mem_gib": rec.get("peak_mem_gib")})
+        if out.returncode:
+            print(f"bench dit: anchor {path} failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="braing3n bench dit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench")
+    p.add_argument("--preset", default=None, help="DiT preset (default: paper on GPU, tiny on CPU)")
+    p.add_argument("--batches", default=None, help="training batch sizes, comma-separated (GPU 16,64; CPU 2)")
+    p.add_argument("--steps", type=int, default=None, help="timed training steps (GPU 20, CPU 2)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    p.add_argument("--n-samples", type=int, default=None, help="volumes sampled (GPU 16, CPU 2)")
+    p.add_argument("--sample-steps", type=int, default=None, help="Heun steps (GPU 50, CPU 3)")
+    p.add_argument("--tokenizer-dir", default=None, help="tokenizer folder: decode the samples with its decoder")
+    p.add_argument("--anchor", default=None, help="path of gpu_anchor.py to run as the reference")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    from braing3n.train.distributed import pick_device
+
+    device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    preset = args.preset or ("paper" if gpu else "tiny")
+    cfg = DiTConfig.from_preset(preset, categorical=CATS, continuous=CONT)
+    batches = [int(b) for b in (args.batches or ("16,64" if gpu else "2")).split(",")]
+    steps, warm = args.steps or (20 if gpu else 2), 5 if gpu else 1
+    rows = []
+    for b in batches:
+        rows.append(train_throughput(cfg, b, device, False, steps, warm))
+    if not args.no_compile:
+        rows.append(train_throughput(cfg, batches[0], device, True, steps, warm + 3))
+    tok = None
+    if args.tokenizer_dir:
+        from braing3n.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(args.tokenizer_dir, str(device))
+    rows.append(sample_throughput(cfg, args.n_samples or (16 if gpu else 2), args.sample_steps or (50 if gpu else 3),
+                                  device, tok))
+    if args.anchor:
+        rows += run_anchor(args.anchor)
+    df = pd.DataFrame(rows)
+    df.insert(0, "model", f"dit-{preset}")
+    df.insert(1, "device", torch.cuda.get_device_name(device) if gpu else "cpu")
+    anchor = {(r["batch"], r["compiled"]): r["samples_per_s"] for r in rows if r["stage"] == "anchor train"}
+    best_anchor = max(anchor.values()) if anchor else float("nan")
+    df["ratio_to_anchor_same_batch"] = [r["samples_per_s"] / anchor[(r["batch"], r["compiled"])]
+                                        if r["stage"] == "train" and (r["batch"], r["compiled"]) in anchor
+                                        else float("nan") for r in rows]
+    df["ratio_to_best_anchor"] = [r["samples_per_s"] / best_anchor if r["stage"] == "train" else float("nan")
+                                  for r in rows]
+    from braing3n.provenance import provenance, write_table
+
+    out = Path(args.out) / "dit.csv"
+    write_table(df, out, provenance(None, seed=0))
+    print(df.to_string(index=False))
+    print(f"bench dit: -> {out}")
+    return 0
