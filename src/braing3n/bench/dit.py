@@ -7,7 +7,8 @@ Training: one optimiser step = conditional flow-matching loss (6 conditions, CFG
 backward + fused AdamW, bf16 autocast on CUDA, eager and torch.compile, in samples/s.
 Sampling: ``--n-samples`` latents with ``--sample-steps`` Heun steps and classifier-free guidance
 (conditional + unconditional halves in one batched forward), then the tokenizer decoder
-(``--tokenizer-dir``) to 160x192x160 volumes, in volumes/s. ``--anchor`` runs the plain-PyTorch
+(``--tokenizer-dir``; without it the same CNN architecture with random weights, paper channels on
+GPU) to 160x192x160 volumes, in volumes/s. ``--anchor`` runs the plain-PyTorch
 reference (gpu_anchor.py dit) in the same process tree so the ratio compares like with like.
 """
 
@@ -106,9 +107,25 @@ def sample_throughput(cfg: DiTConfig, n: int, steps: int, device: torch.device, 
         _sync(device)
         t_decode = time.perf_counter() - t0
     total = t_sample + (0.0 if tokenizer is None else t_decode)
-    return {"stage": "sample+decode" if tokenizer is not None else "sample (no decoder)", "batch": n,
+    return {"stage": "sample+decode", "batch": n,
             "compiled": False, "step_s": t_sample / steps, "samples_per_s": n / total, "sample_s": t_sample,
             "decode_s": t_decode, "nfe": 2 * steps, "cfg": True}
+
+
+class RandomDecoder:
+    """The tokenizer's CNN decoder architecture with random weights: decode timing without a trained model."""
+
+    def __init__(self, preset: str, device: torch.device):
+        from braing3n.models.decoder import CNNDecoder, decoder_config
+
+        self.device = device
+        self.net = CNNDecoder(decoder_config(preset)).to(device).eval()
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        b, n, c = latent.shape
+        with _autocast(self.device):
+            return self.net(latent.transpose(1, 2).reshape(b, c, 10, 12, 10)).float()
 
 
 def run_anchor(path: str) -> list[dict]:
@@ -160,11 +177,12 @@ def main(argv: list[str]) -> int:
         rows.append(train_throughput(cfg, b, device, False, steps, warm))
     if not args.no_compile:
         rows.append(train_throughput(cfg, batches[0], device, True, steps, warm + 3))
-    tok = None
     if args.tokenizer_dir:
         from braing3n.tokenizer import load_tokenizer
 
         tok = load_tokenizer(args.tokenizer_dir, str(device))
+    else:
+        tok = RandomDecoder("paper" if gpu else "tiny", device)
     rows.append(sample_throughput(cfg, args.n_samples or (16 if gpu else 2), args.sample_steps or (50 if gpu else 3),
                                   device, tok))
     if args.anchor:
