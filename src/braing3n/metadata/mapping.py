@@ -239,3 +239,22 @@ def resolve_column(wide: pd.DataFrame, ref: str, where: str) -> str | None:
         raise HarmoniseError(f"{where}: column {ref!r} is in several tables ({', '.join(hits)}); "
                              f"write it as table.column")
     return hits[0] if hits else None
+
+
+def clinical_files(mapping: dict, root: str | Path, declared: bool = False) -> list[str]:
+    """The clinical files a mapping reads under ``root`` (Snakemake inputs of `harmonise`).
+
+    Existing files only, unless ``declared``: then a table whose file is not there yet (a
+    phantom cohort before synthesis) contributes its plain, glob-free path.
+    """
+    root = Path(root)
+    out: list[str] = []
+    for spec in mapping.get("tables") or []:
+        found = resolve_paths(root, spec["path"])
+        if found:
+            out += [str(p) for p in found]
+        elif declared:
+            first = spec["path"][0] if isinstance(spec["path"], list) else spec["path"]
+            if not any(ch in str(first) for ch in "*?["):
+                out.append(str(root / first))
+    return out
