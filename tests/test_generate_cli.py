@@ -122,3 +122,25 @@ def test_generator_json_is_self_contained(models):
     meta = json.loads((models / "dit" / "generator.json").read_text())
     assert meta["kind"] == "dit" and len(meta["latent_norm"]["mean"]) == 32
     assert meta["model"]["grid"] == [10, 12, 10] and meta["vocabulary"]["categorical"]["disease"] == ["AD", "HC"]
+
+
+def test_generate_with_the_real_tokenizer_api(models, tmp_path, monkeypatch):
+    """Same CLI through braing3n.tokenizer.load_tokenizer on a tiny tokenizer folder (random weights)."""
+    from braing3n.models.decoder import TokenizerModel, decoder_config
+    from braing3n.models.mae import mae_config
+    from braing3n.tokenizer import load_tokenizer
+    from braing3n.train.checkpoint import save_weights
+
+    monkeypatch.setattr(gen_cli, "load_tokenizer", load_tokenizer)
+    torch.manual_seed(0)
+    mae, dec = mae_config("tiny"), decoder_config("tiny")
+    tok_dir = tmp_path / "decoder"
+    tok_dir.mkdir()
+    save_weights(TokenizerModel(mae, dec).state_dict(), tok_dir / "final.safetensors")
+    (tok_dir / "config.json").write_text(json.dumps({"model": {"mae": mae.to_dict(), "decoder": dec.to_dict()}}))
+    args = ["--model-dir", str(models / "dit"), "--tokenizer-dir", str(tok_dir), "--n", "1", "--steps", "1",
+            "--device", "cpu", "--out", str(tmp_path / "s")]
+    assert gen_cli.main(args) == 0
+    img = nib.load(tmp_path / "s" / "sample_000.nii.gz")
+    vol = img.get_fdata()
+    assert img.shape == (240, 240, 155) and np.isfinite(vol).all() and vol[40:200, 24:216].std() > 0
