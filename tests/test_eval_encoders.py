@@ -57,3 +57,13 @@ def test_embed_batches_restores_order():
 
         ref = enc(zscore(vols))["mean"].numpy()
     np.testing.assert_allclose(out["mean"], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_random_floor_uses_the_mae_architecture():
+    from braing3n.models.mae import mae_config
+
+    cfg = mae_config("tiny").to_dict()
+    enc = build_encoder("random_vit", {}, seed=0, mae_config=cfg)
+    with torch.no_grad():
+        out = enc(torch.randn(1, 1, 160, 192, 160))
+    assert out["cls"].shape == (1, cfg["width"]) and out["mean"].shape == (1, cfg["width"])

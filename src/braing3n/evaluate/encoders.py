@@ -1,6 +1,7 @@
 """Encoder adapters: a batch of z-scored 160x192x160 volumes -> pooled embeddings {"cls", "mean"}.
 
-- random_vit: a randomly initialised MONAI ViT on the model grid (16^3 patches) - the floor.
+- random_vit: the floor - the project's MAE encoder architecture, randomly initialised (or a
+  MONAI ViT on the model grid with 16^3 patches when no MAE config is at hand).
 - brainiac: MONAI ViT-B (768 x 12) on the volume resized to 96^3 (BrainIAC's input).
 - brainsegfounder: the Swin-UNETR encoder (MONAI ``SwinUNETR.swinViT``), deepest stage pooled.
 - medicalnet: MONAI 3D ResNet (MedicalNet layout), global average pool of the last stage.
@@ -87,6 +88,23 @@ class ViTEncoder(Encoder):
         return {"cls": tokens[:, 0], "mean": tokens[:, 1:].mean(1)}
 
 
+class MAEArchEncoder(Encoder):
+    """The project's own MAE encoder architecture with its pre-training initialisation, untrained:
+    the fairest floor, since only the learned weights differ from the real encoder."""
+
+    def __init__(self, mae_config: dict):
+        super().__init__()
+        from braing3n.models.mae import MAE, MAEConfig
+
+        self.name = "random_vit"
+        cfg = dict(mae_config, img_size=tuple(mae_config["img_size"])) if "img_size" in mae_config else mae_config
+        self.encoder = MAE(MAEConfig(**cfg)).encoder
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        tokens, cls = self.encoder(x)
+        return {"cls": cls, "mean": tokens.mean(1)}
+
+
 class SwinEncoder(Encoder):
     """Swin-UNETR encoder (BrainSegFounder's backbone); deepest stage, mean and max pooled."""
 
@@ -120,10 +138,16 @@ class ResNetEncoder(Encoder):
         return {"mean": f.mean(dim=(2, 3, 4)), "max": f.amax(dim=(2, 3, 4))}
 
 
-def build_encoder(name: str, spec: dict, seed: int = 0) -> Encoder:
-    """Adapter by name; external encoders load ``spec['weights']`` (never downloaded)."""
+def build_encoder(name: str, spec: dict, seed: int = 0, mae_config: dict | None = None) -> Encoder:
+    """Adapter by name; external encoders load ``spec['weights']`` (never downloaded).
+
+    ``random_vit`` uses the trained tokenizer's MAE architecture (``mae_config``) when given,
+    else a MONAI ViT of ``spec`` width/depth on the model grid.
+    """
     torch.manual_seed(seed)  # the random floor is reproducible; loaded weights overwrite the init
-    if name == "random_vit":
+    if name == "random_vit" and mae_config is not None:
+        enc = MAEArchEncoder(mae_config)
+    elif name == "random_vit":
         enc = ViTEncoder("random_vit", MODEL_SHAPE, spec.get("hidden", 768), spec.get("layers", 12),
                          spec.get("heads", 12))
     elif name == "brainiac":

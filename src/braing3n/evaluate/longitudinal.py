@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 CSF_LABEL = 1
+BRAIN_LABELS = (1, 2, 3, 4, 5, 6)  # CSF, GM, WM, tumour parts; 7 = skull/scalp (braing3n.phantom.tissues)
 
 
 def latent_errors(forecast: np.ndarray, followup: np.ndarray, baseline: np.ndarray) -> pd.DataFrame:
@@ -42,7 +43,7 @@ def change_localisation(forecast: np.ndarray, baseline: np.ndarray, labels: np.n
     """Fraction of the summed |forecast - baseline| inside CSF (label 1) or ventricles, within the brain,
     and its enrichment = fraction / (CSF+ventricle share of brain voxels); >1 means the change
     concentrates there."""
-    brain = np.asarray(labels) > 0
+    brain = np.isin(np.asarray(labels), BRAIN_LABELS)
     csf = np.asarray(labels) == CSF_LABEL
     if ventricles is not None:
         csf = csf | (np.asarray(ventricles) > 0)

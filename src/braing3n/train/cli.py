@@ -21,6 +21,7 @@ TASKS: dict[str, str] = {
     "decoder": "braing3n.tokenizer.tasks:make_decoder_task",
     "dit": "braing3n.generate.tasks:make_dit_task",
     "dit-long": "braing3n.generate.tasks:make_dit_long_task",
+    "aekl": "braing3n.models.aekl:make_aekl_task",
 }
 
 
