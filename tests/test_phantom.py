@@ -120,7 +120,7 @@ def test_geometry_orientation_voxels_and_truth_affine(cohorts):
     root, cfg, plans = cohorts
     atlas_mask = np.asanyarray(nib.load(atlas_mod.atlas_paths().brain_mask).dataobj).astype(np.float32)
     for plan in plans.values():
-        for sub, ses, sc in plan.scan_plans():
+        for sub, _ses, sc in plan.scan_plans():
             data, img = _load(sc.ref.path)
             assert "".join(nib.aff2axcodes(img.affine)) == sc.orientation
             assert np.allclose(img.header.get_zooms()[:3], sc.voxel_size)
@@ -172,7 +172,7 @@ def test_followup_has_more_csf_than_baseline(cohorts):
 
 def test_tumour_only_in_tumour_cohort_and_enhancing_rim_on_t1c(cohorts):
     root, cfg, plans = cohorts
-    for sub, ses, sc in plans["phantommem"].scan_plans():
+    for _sub, _ses, sc in plans["phantommem"].scan_plans():
         lab, _ = _load(Path(plans["phantommem"].root) / f"{sc.truth_stem}_labels.nii.gz")
         assert not np.isin(lab, [4, 5, 6]).any()
     onc = plans["phantomonc"]

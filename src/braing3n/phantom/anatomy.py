@@ -59,7 +59,7 @@ def _ellipsoid_weight(box, regions) -> np.ndarray:
     grid = np.ogrid[tuple(slice(s.start, s.stop) for s in box)]
     w = np.zeros(tuple(s.stop - s.start for s in box), np.float32)
     for centre, axes in regions:
-        r2 = sum(((g - c) / a) ** 2 for g, c, a in zip(grid, centre, axes))
+        r2 = sum(((g - c) / a) ** 2 for g, c, a in zip(grid, centre, axes, strict=True))
         w = np.maximum(w, np.clip(1.5 - r2, 0, 1).astype(np.float32))  # flat inside, soft edge
     return w
 
@@ -76,7 +76,7 @@ def atlas_context() -> AtlasContext:
     texture = np.where(head & ~brain_full, head_t1 / wm_level, 0).astype(np.float32)
     # Everything brain-related lives in the brain's bounding box + margin (3x fewer voxels).
     found = ndi.find_objects(brain_full.astype(np.uint8))[0]
-    box = tuple(slice(max(0, s.start - 10), min(n, s.stop + 10)) for s, n in zip(found, labels.shape))
+    box = tuple(slice(max(0, s.start - 10), min(n, s.stop + 10)) for s, n in zip(found, labels.shape, strict=True))
     brain = brain_full[box]
     vent = tissues.load_ventricles()[box]
     vent_sd = (ndi.distance_transform_edt(~vent) - ndi.distance_transform_edt(vent)).astype(np.float32)
@@ -108,7 +108,7 @@ class SessionAnatomy:
         total = self.csf + self.gm + self.wm
         lab = np.ones(best.shape, np.uint8)
         extra = [m for m in (self.core, self.rim, self.oedema) if m is not None]
-        for value, m in zip(range(2, 7), [self.gm, self.wm, *extra]):
+        for value, m in zip(range(2, 2 + 2 + len(extra)), [self.gm, self.wm, *extra], strict=True):
             better = m > best
             lab[better] = value
             np.maximum(best, m, out=best)
@@ -134,8 +134,9 @@ def _tumour_maps(ctx: AtlasContext, maps: list[np.ndarray], tumour: dict, seed: 
     half = int(np.ceil(r_oed * 1.3 + 6))
     lo = np.maximum(np.floor(c).astype(int) - half, 0)
     hi = np.minimum(np.floor(c).astype(int) + half + 1, ctx.brain.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    grid = np.stack(np.meshgrid(*(np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi)), indexing="ij"))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    axes = [np.arange(a, b, dtype=np.float32) for a, b in zip(lo, hi, strict=True)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"))
     rel = grid - c[:, None, None, None].astype(np.float32)
     dist = np.sqrt((rel**2).sum(0))
     # Mass effect: content at distance d comes from d*(1-k(d)); monotonic for k <= mass_effect < 1.
@@ -191,7 +192,7 @@ def deformation_field(seed: int, rms_mm: float, brain: np.ndarray) -> np.ndarray
     shape = brain.shape
     coarse = rng.standard_normal((3, *(int(np.ceil(n / 24)) + 1 for n in shape)))
     fine_shape = tuple(int(np.ceil(n / DEFORM_STEP)) + 1 for n in shape)
-    field = np.stack([ndi.zoom(c, [f / s for f, s in zip(fine_shape, c.shape)], order=3) for c in coarse])
+    field = np.stack([ndi.zoom(c, [f / s for f, s in zip(fine_shape, c.shape, strict=True)], order=3) for c in coarse])
     pts = np.stack(np.meshgrid(*(np.arange(n) * DEFORM_STEP for n in fine_shape), indexing="ij"), -1)
     inside = ndi.map_coordinates(brain.astype(np.float32), pts.reshape(-1, 3).T, order=0) > 0
     design = np.c_[pts.reshape(-1, 3), np.ones(len(inside))]

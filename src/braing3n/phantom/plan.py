@@ -222,7 +222,8 @@ def _clinical_visit(rng, diagnosis: str, months: int) -> dict:
     decline = {"HC": (0.1, 0.0), "MCI": (0.8, 0.6), "AD": (2.5, 1.5), "PD": (0.3, 0.1)}[diagnosis]
     years = months / 12.0
     mmse = int(np.clip(round(base[0] - decline[0] * years + rng.normal(0, 1.0)), 0, 30))
-    cdrsb = float(np.clip(round((base[1] + decline[1] * years + rng.normal(0, 0.4 if base[1] else 0.1)) * 2) / 2, 0, 18))
+    raw_cdrsb = base[1] + decline[1] * years + rng.normal(0, 0.4 if base[1] else 0.1)
+    cdrsb = float(np.clip(round(raw_cdrsb * 2) / 2, 0, 18))  # CDR-SB moves in half points
     return {"MMSE": mmse if rng.random() > 0.08 else None, "CDRSB": cdrsb}
 
 

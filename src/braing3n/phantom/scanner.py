@@ -99,7 +99,7 @@ def bias_field(shape, native_affine, strength: float, seed: int) -> np.ndarray:
     x, y, z = x / 100.0, y / 100.0, z / 100.0
     coef = rng.standard_normal(9).astype(np.float32)
     log_b = np.zeros(shape, np.float32)
-    for w, t in zip(coef, (x, y, z, x * x, y * y, z * z, x * y, x * z, y * z)):
+    for w, t in zip(coef, (x, y, z, x * x, y * y, z * z, x * y, x * z, y * z), strict=True):
         log_b += w * t
     log_b -= log_b.mean()
     log_b *= strength / (log_b.std() + 1e-9)

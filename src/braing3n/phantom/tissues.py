@@ -55,8 +55,8 @@ def _posteriors(t1_brain: np.ndarray, mask: np.ndarray, params: dict) -> np.ndar
 
 def derive_tissues(atlas_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Compute (labels uint8, ventricles uint8, mixture params) from the stored SRI24 files."""
-    from sklearn.mixture import GaussianMixture
     from skimage.filters import threshold_otsu
+    from sklearn.mixture import GaussianMixture
 
     a = atlas_mod.atlas_paths(atlas_dir)
     head_t1 = _load(a.t1).astype(np.float32)
