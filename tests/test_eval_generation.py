@@ -81,3 +81,17 @@ def test_longitudinal_metrics_known_answers():
     years = np.array([1.0, 2, 3, 4, 5])
     prog = age_progression(years, np.full(5, 60.0), 60 + 0.8 * years)
     assert prog["age_change_pearson_r"] == pytest.approx(1.0) and prog["age_change_slope"] == pytest.approx(0.8)
+
+
+def test_recon_metrics_known_values():
+    from braing3n.evaluate.tokcompare import recon_metrics
+
+    rng = np.random.default_rng(0)
+    vol = rng.uniform(0, 1, (24, 24, 24))
+    mask = np.ones(vol.shape, bool)
+    same = recon_metrics(vol, vol.copy(), mask)
+    assert same["l1"] == 0 and same["psnr"] == np.inf and same["ssim"] == pytest.approx(1.0)
+    off = recon_metrics(vol, vol + 0.1, mask)
+    rng_ = vol.max() - vol.min()
+    assert off["l1"] == pytest.approx(0.1) and off["psnr"] == pytest.approx(10 * np.log10(rng_**2 / 0.01))
+    assert recon_metrics(vol, rng.uniform(0, 1, vol.shape), mask)["ssim"] < 0.2

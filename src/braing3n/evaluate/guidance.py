@@ -73,7 +73,8 @@ def guidance_table(samples: pd.DataFrame, sample_features: np.ndarray, real: pd.
             mask[np.flatnonzero(mask)[~keep]] = False
             yr = yr[keep]
         xr, groups = real_features[mask], real.loc[mask, "subject_id"].to_numpy()
-        base = {"condition": name, "column": col, "kind": kind}
+        n_values = samples.loc[samples["condition"] == name, "value"].nunique()
+        base = {"condition": name, "column": col, "kind": kind, "n_values": n_values}
         if len(yr) < 6 or yr.nunique() < 2:
             rows.append({**base, "cfg_scale": "-", "n": len(yr), "status": "skipped",
                          "reason": f"{len(yr)} real rows / {yr.nunique()} distinct values for {col}"})

@@ -71,7 +71,7 @@ def run_embed(config: dict, encoder: str, cohort: str, out: str) -> None:
     enc = build_encoder(encoder, ev["encoders"].get(encoder, {}), seed=config["seed"],
                         mae_config=mae_config_of(config) if encoder == "random_vit" else None)
     feats = embed_batches(enc, eval_batches(VolumeDataset(index), ev["batch_size"]), device_of(config))
-    _atomic_npz(Path(out), scan_id=index["scan_id"].astype(str).to_numpy(), **feats)
+    _atomic_npz(Path(out), scan_id=np.asarray(index["scan_id"], dtype=str), **feats)
 
 
 # --- probes and comparison ------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def select_rows(manifest: pd.DataFrame, task: Task) -> tuple[pd.DataFrame, str]:
     return df, ""
 
 
-def _check_size(df: pd.DataFrame, task: Task) -> str:
+def check_size(df: pd.DataFrame, task: Task) -> str:
     if len(df) < task.min_n:
         return f"n={len(df)} < min_n={task.min_n}"
     if task.kind == "classification":
@@ -145,7 +145,7 @@ def run_panel(manifest: pd.DataFrame, embeddings: dict[str, dict[str, np.ndarray
             for view in task.views:
                 for vname, units, xv in view_units(sub, view, x):
                     row = {**base, "view": vname, "n": len(units), "n_subjects": units["subject_id"].nunique()}
-                    why = _check_size(units, task)
+                    why = check_size(units, task)
                     if why:
                         rows.append({**row, "status": "skipped", "reason": why})
                         continue

@@ -1,0 +1,180 @@
+"""`braing3n report`: every table and figure of a run in one self-contained HTML file.
+
+    braing3n report --configfile config/demo.yaml --out results/demo/report/index.html
+    braing3n report --where --configfile config/demo.yaml      # where the report and tables are
+
+Tables are read from {results}/tables/*.csv (their provenance footer is shown under each),
+figures from {results}/figures/*.png, {results}/qc/*.png and the sample mosaics under
+{results}/samples/; images are embedded as base64 so the file can be mailed or archived.
+The page has no timestamp: rebuilding an unchanged run gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# section title -> table-name prefixes, in page order; tables matching none go to "Other tables"
+SECTIONS = [
+    ("Honest check", ("honest_check",)),
+    ("Encoder comparison", ("encoder_summary", "encoder_comparison")),
+    ("Linear probes", ("probes_",)),
+    ("Tokenizer vs AutoencoderKL", ("tokenizers",)),
+    ("Decomposed 3D-FID", ("fid",)),
+    ("Guidance sweep", ("guidance",)),
+    ("Memorisation", ("memorisation",)),
+    ("Longitudinal forecasts", ("longitudinal",)),
+]
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, dict]:
+    """CSV written by braing3n.provenance.write_table -> (frame, provenance dict)."""
+    prov: dict = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("# provenance: "):
+            prov = json.loads(line[len("# provenance: "):])
+    try:
+        df = pd.read_csv(path, comment="#")
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
+    return df, prov
+
+
+def _pick(df: pd.DataFrame, encoder: str, task: str, metric: str) -> float:
+    sub = df[(df["encoder"] == encoder) & (df["task"] == task) & (df["status"] == "ok") & (df["feature"] == "mean")]
+    for view in ("pooled", "all", "T1"):
+        hit = sub[sub["view"] == view]
+        if len(hit) and metric in hit:
+            return float(hit[metric].iloc[0])
+    return float(sub[metric].iloc[0]) if len(sub) and metric in sub else np.nan
+
+
+def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit") -> pd.DataFrame:
+    """Known effects of the phantom cohorts recovered? sex AUROC / age r vs the random floor; guidance."""
+    rows = []
+    probes = [read_table(p)[0] for p in sorted(tables.glob("probes_*.csv"))]
+    probes = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame()
+    for task, metric in (("sex", "auroc"), ("age", "pearson_r")):
+        if probes.empty:
+            break
+        ref, flo = _pick(probes, reference, task, metric), _pick(probes, floor, task, metric)
+        ok = bool(np.isfinite(ref) and np.isfinite(flo) and ref > flo)
+        rows.append({"check": f"{task} {metric}: {reference} above {floor}", "value": ref, "reference": flo,
+                     "passed": ok})
+    gpath = tables / "guidance.csv"
+    if gpath.exists():
+        g, _ = read_table(gpath)
+        g = g[(g["status"] == "ok") & (g["cfg_scale"].astype(str) != "real")]
+        for name, grp in g.groupby("condition", sort=True):
+            metric = "accuracy" if grp["kind"].iloc[0] == "classification" else "pearson_r"
+            best = float(grp[metric].max())
+            # chance = 1 / number of requested values (accuracy); no correlation (Pearson r)
+            chance = 1.0 / float(grp["n_values"].iloc[0]) if metric == "accuracy" else 0.0
+            rows.append({"check": f"generated samples follow requested {name} (best {metric} over scales)",
+                         "value": best, "reference": chance, "passed": bool(best > chance)})
+    return pd.DataFrame(rows, columns=["check", "value", "reference", "passed"])
+
+
+def _img(path: Path, title: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(title)}</figcaption></figure>")
+
+
+def _table_html(name: str, df: pd.DataFrame, prov: dict, max_rows: int, rel: str) -> str:
+    shown = df.head(max_rows)
+    more = f"<p>showing {max_rows} of {len(df)} rows</p>" if len(df) > max_rows else ""
+    prov_txt = ", ".join(f"{k}={v}" for k, v in prov.items() if k != "packages")
+    return (f'<h3 id="{html.escape(name)}">{html.escape(name)}</h3>'
+            f"{shown.to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}', border=0)}{more}"
+            f'<p class="prov">files: <a href="{rel}/{name}.csv">{name}.csv</a> · '
+            f'<a href="{rel}/{name}.md">{name}.md</a><br>provenance: {html.escape(prov_txt)}</p>')
+
+
+def figures(root: Path) -> list[tuple[Path, str]]:
+    """Every figure of the run, deterministic order: figures/, qc/, then sample mosaics."""
+    out = [(p, p.stem) for p in sorted((root / "figures").glob("*.png"))]
+    out += [(p, f"QC: {p.stem}") for p in sorted((root / "qc").glob("*.png"))]
+    out += [(p, f"samples: {p.parent.relative_to(root)}") for p in sorted((root / "samples").rglob("mosaic.png"))]
+    return out
+
+
+def build_report(config: dict, out: str | Path) -> Path:
+    root = Path(config.get("results", "results"))
+    rep = config.get("report", {})
+    out = Path(out)
+    tables = root / "tables"
+    check = honest_check(tables, config.get("evaluate", {}).get("reference_encoder", "mae"))
+    rel = Path(*([".."] * len(out.parent.relative_to(root).parts)), "tables").as_posix() \
+        if out.parent.is_relative_to(root) else str(tables.resolve())
+    parts = [f"<h1>{html.escape(rep.get('title', 'BrainG3N evaluation report'))}</h1>",
+             f"<p>results: {html.escape(str(root))}</p>"]
+    if len(check):
+        parts.append("<h2>Honest check (known phantom effects)</h2>" + check.to_html(index=False, border=0))
+    names = sorted(p.stem for p in tables.glob("*.csv"))
+    done: set[str] = set()
+    for title, prefixes in SECTIONS[1:]:
+        mine = [n for n in names if n.startswith(prefixes) and n not in done]
+        if not mine:
+            continue
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        for n in mine:
+            df, prov = read_table(tables / f"{n}.csv")
+            parts.append(_table_html(n, df, prov, rep.get("max_rows", 200), rel))
+            done.add(n)
+    rest = [n for n in names if n not in done]
+    if rest:
+        parts.append("<h2>Other tables</h2>")
+        for n in rest:
+            df, prov = read_table(tables / f"{n}.csv")
+            parts.append(_table_html(n, df, prov, rep.get("max_rows", 200), rel))
+    figs = figures(root)
+    if figs:
+        parts.append("<h2>Figures</h2>" + "".join(_img(p, t) for p, t in figs))
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+             "font-size:12px}td,th{padding:2px 6px;border-bottom:1px solid #ddd}.prov{font-size:10px;color:#666}"
+             "img{max-width:100%}figure{display:inline-block;margin:8px}")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>BrainG3N report</title><style>{style}</style>"
+            f"</head><body>{''.join(parts)}</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(".tmp." + out.name)
+    tmp.write_text(page)
+    tmp.replace(out)
+    if len(check):
+        check.to_csv(out.parent / "honest_check.csv", index=False)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="braing3n report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configfile", action="append", required=True)
+    p.add_argument("--out", help="HTML file (default {results}/report/index.html)")
+    p.add_argument("--where", action="store_true", help="print where the report and tables are, build nothing")
+    args = p.parse_args(argv)
+    from braing3n.config import ConfigError
+    from braing3n.train.cli import load_configs
+
+    try:
+        config = load_configs(args.configfile)
+    except ConfigError as exc:
+        print(f"braing3n report: {exc}", file=sys.stderr)
+        return 2
+    root = Path(config.get("results", "results"))
+    out = Path(args.out or root / "report" / "index.html")
+    if args.where:
+        tables = sorted((root / "tables").glob("*.csv"))
+        state = "" if out.exists() else "  (not built yet: run the pipeline or `braing3n report`)"
+        print(f"report:  {out}{state}\ntables:  {root / 'tables'}/ ({len(tables)} CSV + Markdown)\n"
+              f"figures: {root / 'figures'}/")
+        return 0
+    path = build_report(config, out)
+    print(f"braing3n report: {path}")
+    return 0

@@ -1,0 +1,103 @@
+"""`braing3n evaluate probes|compare` and `braing3n report` end to end on a synthetic results tree:
+planted effects recovered above the random floor, byte-identical tables on rerun, --where."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from braing3n.evaluate.cli import main as evaluate_main
+from braing3n.report import main as report_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _results(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(36):
+        sex, age = "FM"[i % 2], float(rng.uniform(20, 85))
+        for mod in ("T1", "FLAIR"):
+            rows.append({"cohort": "c1", "subject_id": f"s{i:02d}", "session_id": "1", "scan_id": f"c1_s{i:02d}_{mod}",
+                         "modality": mod, "sex": sex, "age": age, "diagnosis": "HC",
+                         "split": "train" if i < 28 else "test"})
+    man = pd.DataFrame(rows)
+    root = tmp_path / "results"
+    (root / "metadata").mkdir(parents=True)
+    man.to_parquet(root / "metadata" / "manifest.parquet", index=False)
+    n = len(man)
+    signal = np.c_[3.0 * (man["sex"] == "M"), (man["age"] - 50) / 8]
+    mae = np.c_[signal + rng.normal(0, 0.7, (n, 2)), rng.normal(size=(n, 6))]
+    (root / "embeddings" / "random_vit").mkdir(parents=True)
+    np.savez(root / "embeddings" / "c1.npz", scan_id=man["scan_id"].to_numpy(str), cls=mae[:, ::-1], mean=mae)
+    floor = rng.normal(size=(n, 8))
+    np.savez(root / "embeddings" / "random_vit" / "c1.npz", scan_id=man["scan_id"].to_numpy(str), cls=floor, mean=floor)
+    cfg = {"results": str(root), "seed": 0, "cohorts": {"c1": {"mapping": "x.yaml", "root": "x"}},
+           "evaluate": {"n_boot": 40, "n_splits": 3, "probes_panel": str(REPO / "config" / "probes.yaml")}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def _run_eval(tmp_path: Path, root: Path) -> None:
+    cfg = ["--configfile", str(tmp_path / "cfg.yaml")]
+    for enc, emb in (("mae", root / "embeddings" / "c1.npz"), ("random_vit", root / "embeddings/random_vit/c1.npz")):
+        assert evaluate_main(["probes", *cfg, "--encoder", enc, "--embeddings", str(emb),
+                              "--out", str(root / f"tables/probes_{enc}.csv"),
+                              "--predictions", str(root / f"tables/probe_predictions_{enc}.parquet")]) == 0
+    assert evaluate_main(["compare", *cfg, "--predictions", *map(str, sorted(root.glob("tables/*.parquet"))),
+                          "--probe-tables", str(root / "tables/probes_mae.csv"),
+                          str(root / "tables/probes_random_vit.csv"),
+                          "--out", str(root / "tables/encoder_comparison.csv"),
+                          "--summary", str(root / "tables/encoder_summary.csv"),
+                          "--figure", str(root / "figures/probes.png")]) == 0
+
+
+def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
+    root = _results(tmp_path)
+    _run_eval(tmp_path, root)
+    probes = pd.read_csv(root / "tables/probes_mae.csv", comment="#")
+    assert len(probes[probes.status == "skipped"]) > 10  # tasks without data are listed with a reason
+    assert "# provenance: " in (root / "tables/probes_mae.csv").read_text()
+    assert (root / "tables/probes_mae.md").exists()
+    summary = pd.read_csv(root / "tables/encoder_summary.csv", comment="#")["summary"].iloc[0]
+    assert summary.startswith("mae wins or ties on 4 of 4 tasks")  # sex, age, brain_age_hc, modality
+    first = {p.name: p.read_bytes() for p in sorted((root / "tables").glob("*.csv"))}
+    _run_eval(tmp_path, root)
+    second = {p.name: p.read_bytes() for p in sorted((root / "tables").glob("*.csv"))}
+    assert first == second and len(first) == 4
+
+    out = root / "report" / "index.html"
+    assert report_main(["--configfile", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "Honest check" in page and "data:image/png;base64" in page and "probes_mae" in page
+    check = pd.read_csv(root / "report" / "honest_check.csv")
+    assert check["passed"].all() and len(check) == 2
+    again = out.read_bytes()
+    assert report_main(["--configfile", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
+    assert out.read_bytes() == again
+    capsys.readouterr()
+    assert report_main(["--where", "--configfile", str(tmp_path / "cfg.yaml")]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "4 CSV" in printed
+
+
+def test_missing_manifest_is_a_one_line_error(tmp_path, capsys):
+    root = _results(tmp_path)
+    (root / "metadata" / "manifest.parquet").unlink()
+    rc = evaluate_main(["probes", "--configfile", str(tmp_path / "cfg.yaml"), "--encoder", "mae", "--embeddings",
+                        str(root / "embeddings" / "c1.npz"), "--out", str(root / "t.csv"), "--predictions",
+                        str(root / "p.parquet")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "manifest.parquet: manifest missing" in err and "\n" not in err
+    assert not (root / "t.csv").exists()
+
+
+def test_demo_run_recovers_the_known_effects():
+    """On `make demo` output (skipped when absent): the honest check of the report passes."""
+    path = REPO / "results" / "demo" / "report" / "honest_check.csv"
+    if not path.exists():
+        pytest.skip(f"{path} absent: run `make demo` first")
+    check = pd.read_csv(path)
+    assert len(check) >= 2 and check["passed"].all(), check.to_string()
