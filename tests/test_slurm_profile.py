@@ -15,6 +15,8 @@ from snakemake.profiles import ProfileConfigFileParser
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 GPU_TRAINING = ["train_mae", "train_decoder", "train_dit", "train_dit_long", "train_aekl"]
+GPU_INFERENCE = ["export", "reconstruct", "generate_arm", "forecast_demo", "embed_baseline", "guidance", "fid",
+                 "longitudinal", "tokenizers"]
 CPU_RULES = ["preprocess_t1", "preprocess_modality", "qc_table", "harmonise", "manifest", "store"]
 SITE_ENV = {"BRAING3N_SLURM_ACCOUNT": "proj42", "BRAING3N_SLURM_PARTITION": "cpu",
             "BRAING3N_SLURM_GPU_PARTITION": "gpu", "BRAING3N_SLURM_GPU_MODEL": "a100", "BRAING3N_SLURM_GPUS": "4"}
@@ -65,6 +67,8 @@ def test_account_and_partition_come_from_the_environment(monkeypatch):
         assert eval(r["slurm_partition"]) == "gpu" and r["gpu"] == "4" and eval(r["gpu_model"]) == "a100"
         assert r["tasks_per_gpu"] == "0" and r["cpus_per_task"] == "32"
         assert int(r["runtime"]) == 1440
+    for rule in GPU_INFERENCE:
+        assert eval(res[rule]["slurm_partition"]) == "gpu" and res[rule]["gpu"] == "1"
     for rule in CPU_RULES:  # CPU rules keep the default (CPU) partition and ask for no GPU
         assert "slurm_partition" not in res.get(rule, {}) and "gpu" not in res.get(rule, {})
     # without a GPU partition set, GPU jobs fall back to the CPU partition the user named
