@@ -147,8 +147,7 @@ def build_report(config: dict, out: str | Path) -> Path:
     tmp = out.with_name(".tmp." + out.name)
     tmp.write_text(page)
     tmp.replace(out)
-    if len(check):
-        check.to_csv(out.parent / "honest_check.csv", index=False)
+    check.to_csv(out.parent / "honest_check.csv", index=False)
     return out
 
 

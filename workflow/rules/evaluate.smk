@@ -1,1 +1,218 @@
 # evaluate stage rules (see workflow/rules/common.smk for paths and scan lists)
+# embed_baseline: pooled embeddings of a baseline encoder (random ViT floor, user-supplied externals)
+# probes -> compare: linear-probe panel per encoder, paired-bootstrap comparison, bar chart
+# guidance -> fid, memorisation: CFG sweep samples scored by real-data probes, decomposed FID, near-copies
+# longitudinal: dit-long forecasts vs actual follow-up; train_aekl -> tokenizers: MAE vs AutoencoderKL
+# Model folders (DIT_DIR, DIT_LONG_DIR, TOKENIZER_DIR) and EMBEDDINGS come from generator.smk.
+
+EV = config["evaluate"]
+EV_ENCODERS = ["mae", *EV["baselines"]]
+EV_BOTTLENECKS = list(EV["tokenizers"]["bottlenecks"])
+EV_CONFIGFILES = CONFIGFILES or "--configfile config/config.yaml"
+EV_STORE = [L.store_index(c) for c in sorted(COHORTS)]
+EV_SAMPLES = f"{R}/evaluation/guidance_samples.npz"
+
+
+wildcard_constraints:
+    encoder=r"[a-z_]+",
+    k=r"\d+",
+
+
+def encoder_embeddings(wc):
+    if wc.encoder == "mae":
+        return EMBEDDINGS
+    return [f"{R}/embeddings/{wc.encoder}/{c}.npz" for c in sorted(COHORTS)]
+
+
+rule embed_baseline:
+    input:
+        store=lambda wc: L.store_index(wc.cohort),
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",  # random_vit copies the MAE architecture
+    output:
+        f"{R}/embeddings/{{encoder}}/{{cohort}}.npz",
+    log:
+        f"{R}/logs/evaluate/embed_{{encoder}}_{{cohort}}.log",
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    shell:
+        "{BRAING3N} evaluate embed {EV_CONFIGFILES} --encoder {wildcards.encoder} --cohort {wildcards.cohort} "
+        "--out {output} > {log} 2>&1"
+
+
+rule probes:
+    input:
+        embeddings=encoder_embeddings,
+        manifest=L.manifest,
+        panel=EV["probes_panel"],
+    output:
+        table=L.table("probes_{encoder}"),
+        predictions=f"{R}/tables/probe_predictions_{{encoder}}.parquet",
+    log:
+        f"{R}/logs/evaluate/probes_{{encoder}}.log",
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    shell:
+        "{BRAING3N} evaluate probes {EV_CONFIGFILES} --encoder {wildcards.encoder} "
+        "--embeddings {input.embeddings} --out {output.table} --predictions {output.predictions} > {log} 2>&1"
+
+
+rule compare_encoders:
+    input:
+        predictions=expand(f"{R}/tables/probe_predictions_{{encoder}}.parquet", encoder=EV_ENCODERS),
+        tables=expand(L.table("probes_{encoder}"), encoder=EV_ENCODERS),
+    output:
+        table=report(L.table("encoder_comparison"), category="Linear probes"),
+        summary=report(L.table("encoder_summary"), category="Linear probes"),
+        figure=report(L.figure("probes"), category="Linear probes"),
+    log:
+        f"{R}/logs/evaluate/compare.log",
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "{BRAING3N} evaluate compare {EV_CONFIGFILES} --reference {EV[reference_encoder]} "
+        "--predictions {input.predictions} --probe-tables {input.tables} --out {output.table} "
+        "--summary {output.summary} --figure {output.figure} > {log} 2>&1"
+
+
+rule guidance:
+    input:
+        dit=f"{DIT_DIR}/final.safetensors",
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
+        embeddings=EMBEDDINGS,
+        manifest=L.manifest,
+    output:
+        table=report(L.table("guidance"), category="Generation"),
+        figure=report(L.figure("guidance"), category="Generation"),
+        mosaic=report(L.figure("samples_by_condition"), category="Generation"),
+        samples=EV_SAMPLES,
+    log:
+        f"{R}/logs/evaluate/guidance.log",
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    shell:
+        "{BRAING3N} evaluate guidance {EV_CONFIGFILES} --out {output.table} --figure {output.figure} "
+        "--samples {output.samples} --mosaic {output.mosaic} > {log} 2>&1"
+
+
+rule fid:
+    input:
+        samples=EV_SAMPLES,
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
+        store=EV_STORE,
+        embeddings=EMBEDDINGS,
+        manifest=L.manifest,
+    output:
+        report(L.table("fid"), category="Generation"),
+    log:
+        f"{R}/logs/evaluate/fid.log",
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    shell:
+        "{BRAING3N} evaluate fid {EV_CONFIGFILES} --samples {input.samples} --out {output} > {log} 2>&1"
+
+
+rule memorisation:
+    input:
+        samples=EV_SAMPLES,
+        embeddings=EMBEDDINGS,
+        manifest=L.manifest,
+    output:
+        table=report(L.table("memorisation"), category="Generation"),
+        per_sample=L.table("memorisation_samples"),
+    log:
+        f"{R}/logs/evaluate/memorisation.log",
+    resources:
+        mem_mb=16000,
+        runtime=60,
+    shell:
+        "{BRAING3N} evaluate memorisation {EV_CONFIGFILES} --samples {input.samples} --out {output.table} "
+        "--per-sample {output.per_sample} > {log} 2>&1"
+
+
+rule longitudinal:
+    input:
+        dit_long=f"{DIT_LONG_DIR}/final.safetensors",
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
+        embeddings=EMBEDDINGS,
+        manifest=L.manifest,
+        pairs=L.pairs,
+    output:
+        table=report(L.table("longitudinal"), category="Longitudinal"),
+        per_pair=L.table("longitudinal_pairs"),
+    log:
+        f"{R}/logs/evaluate/longitudinal.log",
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    shell:
+        "{BRAING3N} evaluate longitudinal {EV_CONFIGFILES} --out {output.table} --per-pair {output.per_pair} "
+        "> {log} 2>&1"
+
+
+rule train_aekl:
+    input:
+        store=EV_STORE,
+        manifest=L.manifest,
+    output:
+        weights=f"{R}/models/aekl_{{k}}/final.safetensors",
+        overlay=f"{R}/models/aekl_{{k}}/bottleneck.yaml",
+    log:
+        f"{R}/logs/train_aekl_{{k}}.log",
+    params:
+        out=f"{R}/models/aekl_{{k}}",
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=1440,
+    shell:
+        # the bottleneck size reaches the train CLI as a one-key config overlay (later --configfile wins)
+        "printf 'train:\\n  aekl:\\n    latent_channels: {wildcards.k}\\n' > {output.overlay} && "
+        "{BRAING3N} train aekl {EV_CONFIGFILES} --configfile {output.overlay} --out {params.out} > {log} 2>&1"
+
+
+rule tokenizers:
+    input:
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
+        aekl=expand(f"{R}/models/aekl_{{k}}/final.safetensors", k=EV_BOTTLENECKS),
+        store=EV_STORE,
+        embeddings=EMBEDDINGS,
+        manifest=L.manifest,
+    output:
+        report(L.table("tokenizers"), category="Tokenizer"),
+    log:
+        f"{R}/logs/evaluate/tokenizers.log",
+    params:
+        aekl=[f"{R}/models/aekl_{k}" for k in EV_BOTTLENECKS],
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    shell:
+        "{BRAING3N} evaluate tokenizers {EV_CONFIGFILES} --aekl {params.aekl} --out {output} > {log} 2>&1"
+
+
+EVALUATE_TARGETS = [
+    L.table("encoder_comparison"),
+    L.table("guidance"),
+    L.table("fid"),
+    L.table("memorisation"),
+    L.table("longitudinal"),
+    L.table("tokenizers"),
+]
+ALL_TARGETS.extend(EVALUATE_TARGETS)

@@ -1,1 +1,24 @@
 # report stage rules (see workflow/rules/common.smk for paths and scan lists)
+# report: every table and figure of the run in one self-contained HTML (`braing3n report`).
+# Included last, so ALL_TARGETS already lists every other stage's products. `snakemake --report`
+# builds Snakemake's own HTML from the report()-wrapped outputs of evaluate.smk as well.
+
+REPORT_INPUTS = list(ALL_TARGETS)
+
+
+rule report:
+    input:
+        REPORT_INPUTS,
+    output:
+        html=report(f"{R}/report/index.html", category="Report"),
+        check=f"{R}/report/honest_check.csv",
+    log:
+        f"{R}/logs/report.log",
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{BRAING3N} report {EV_CONFIGFILES} --out {output.html} > {log} 2>&1"
+
+
+ALL_TARGETS.append(f"{R}/report/index.html")
