@@ -144,3 +144,42 @@ def test_generate_with_the_real_tokenizer_api(models, tmp_path, monkeypatch):
     img = nib.load(tmp_path / "s" / "sample_000.nii.gz")
     vol = img.get_fdata()
     assert img.shape == (240, 240, 155) and np.isfinite(vol).all() and vol[40:200, 24:216].std() > 0
+
+
+def test_forecast_routes_raw_scans_through_preprocessing(models, tmp_path, monkeypatch):
+    """A non-atlas-space baseline goes through the preprocess chain; an atlas-space one does not."""
+    calls = []
+    atlas_vol = atlas_paths().t1_brain
+
+    def fake_chain(path, work_dir, config):
+        calls.append(path)
+        return atlas_vol
+
+    monkeypatch.setattr(fc, "preprocess_raw_t1", fake_chain)
+    raw = tmp_path / "raw_T1.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((64, 64, 40), np.float32), np.diag([2.0, 2.0, 4.0, 1.0])), raw)
+    assert fc.load_baseline(raw, tmp_path, None).shape == (240, 240, 155) and calls == [raw]
+    fc.load_baseline(atlas_vol, tmp_path, None)
+    assert calls == [raw]
+    with pytest.raises(FileNotFoundError, match="baseline scan not found"):
+        fc.load_baseline(tmp_path / "missing.nii.gz", tmp_path, None)
+
+
+def test_auto_baseline_is_a_heldout_t1_pair(tmp_path):
+    from braing3n.paths import Layout
+
+    lay = Layout(str(tmp_path))
+    (tmp_path / "metadata").mkdir()
+    rows = []
+    for subj, split in (("a", "train"), ("b", "test"), ("c", "val")):
+        row = {"subject_id": f"demo:{subj}", "split": split, "baseline_session": "bl", "interval_years": 2.0,
+               "age_baseline": 70.0, "diagnosis_baseline": "MCI", "sex": "F"}
+        row |= {f"{w}_scan_id_T1": f"demo_sub-{subj}_ses-{s}_T1" for w, s in (("baseline", "bl"), ("followup", "m24"))}
+        rows.append(row)
+    pd.DataFrame(rows).to_parquet(lay.pairs)
+    pick = fc.pick_heldout_baseline(lay)
+    assert pick["scan_id"] == "demo_sub-b_ses-bl_T1" and pick["disease"] == "MCI" and pick["true_years"] == 2.0
+    path = fc.atlas_path_of(pick["scan_id"], lay)
+    assert str(path).endswith("preprocessed/demo/sub-b/ses-bl/anat/sub-b_ses-bl_space-SRI24_T1.nii.gz")
+    with pytest.raises(ValueError, match="not of the form"):
+        fc.atlas_path_of("garbage", lay)

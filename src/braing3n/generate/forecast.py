@@ -79,11 +79,18 @@ def load_baseline(path: Path, work_dir: Path, config: dict | None) -> np.ndarray
 
 
 def preprocess_raw_t1(path: Path, work_dir: Path, config: dict | None) -> Path:
-    """N4 -> HD-BET -> SRI24 affine -> clip through the preprocess stage's one-scan entry point."""
-    from braing3n.preprocess.pipeline import preprocess_t1
+    """N4 -> HD-BET -> SRI24 affine -> clip -> QC with the preprocess stage's T1 chain (its config section);
+    the products (atlas-space volume, masks, transform, QC PNG) stay in work_dir/baseline_preprocessed."""
+    from braing3n.preprocess import chain
+    from braing3n.preprocess.io import ScanError
 
-    out = preprocess_t1(str(path), str(work_dir / "baseline_preprocessed"), (config or {}).get("preprocess", {}))
-    return Path(out)
+    out_dir = work_dir / "baseline_preprocessed"
+    products = chain.Products("baseline", "0", "T1")
+    try:
+        chain.run_t1(str(path), out_dir, products, chain.ChainParams.from_config(config or {}), chain.load_atlas())
+    except ScanError as exc:
+        raise ValueError(f"{path}: preprocessing failed: {str(exc).splitlines()[0]}") from exc
+    return out_dir / products.names["volume"]
 
 
 def model_input(vol_atlas: np.ndarray) -> torch.Tensor:
