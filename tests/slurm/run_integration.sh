@@ -81,8 +81,9 @@ for cohort in config["cohorts"]:
     print(f"run_integration: {cohort}: {len(qc)} scans in the QC table, status {status}")
     if status.get("ok", 0) != len(qc):
         errors.append(f"{cohort}: not every scan preprocessed ok: {status}")
-submitted = sorted(set(re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", log)))
-groups = len(re.findall(r"Group job preprocess", log))
+# "Job <id> has been submitted with SLURM jobid 12 (log: .../group_preprocess.../12.log)."
+submitted = dict(re.findall(r"has been submitted with SLURM jobid (\d+) \(log: ([^)]*)\)", log))
+groups = sum("/group_preprocess" in path for path in submitted.values())
 print(f"run_integration: {len(submitted)} SLURM jobs submitted ({groups} preprocess group job(s))")
 if not submitted:
     errors.append("no job went through sbatch")
