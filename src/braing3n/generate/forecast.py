@@ -45,8 +45,8 @@ def atlas_path_of(scan_id: str, layout: Layout) -> Path:
     m = SCAN_ID.match(scan_id)
     if m is None:
         raise ValueError(f"scan_id {scan_id!r} is not of the form cohort_sub-S_ses-T_MODALITY")
-    stem = layout.scan_stem(m["cohort"], m["subject"], m["session"], m["modality"])
-    return Path(f"{stem}_space-SRI24_{m['modality']}.nii.gz")
+    folder = layout.scan_dir(m["cohort"], m["subject"], m["session"])
+    return Path(folder, f"sub-{m['subject']}_ses-{m['session']}_space-SRI24_{m['modality']}.nii.gz")
 
 
 def pick_heldout_baseline(layout: Layout) -> dict:
