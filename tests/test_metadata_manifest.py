@@ -109,7 +109,8 @@ def test_cli_end_to_end(tmp_path):
     # strata of 1-2 subjects: the GBM pair gives one test subject, singletons stay in train
     assert man.drop_duplicates("subject_id")["split"].value_counts().to_dict() == {"train": 5, "test": 1}
     pairs = pd.read_parquet(res / "metadata" / "pairs.parquet")
-    assert len(pairs) == 2
+    assert len(pairs) == 2 and pairs["baseline_scan_id_T1c"].isna().all()
+    assert str(pq.read_schema(res / "metadata" / "pairs.parquet").field("baseline_scan_id_T1c").type) == "string"
     summary = (res / "tables" / "dataset_summary.csv").read_text()
     assert summary.splitlines()[0].startswith("cohort,diagnosis,modality,n_scans,n_subjects")
     assert (res / "tables" / "dataset_summary.md").is_file() and (res / "tables" / "dataset_coverage.csv").is_file()

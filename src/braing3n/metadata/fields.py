@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pandas as pd
 
 from braing3n.metadata.issues import IssueLog
@@ -43,20 +42,26 @@ DEFAULT_VALUES = {"sex": {"M": "M", "F": "F", "male": "M", "female": "F"}}
 ORDER = ["days_from_baseline"]
 
 
-def _lookup(raw: str, values: dict | None, patterns: dict | None):
-    """(matched, value) for a raw code; value None = explicit null."""
-    if values:
-        table = {text(k): v for k, v in values.items()}
-        if raw in table:
-            return True, table[raw]
-        folded = {str(k).casefold(): v for k, v in table.items()}
-        if raw.casefold() in folded:
-            return True, folded[raw.casefold()]
-    for regex, repl in (patterns or {}).items():
-        m = re.search(regex, raw)
-        if m:
-            return True, m.expand(str(repl)) if repl is not None else None
-    return not values and not patterns, raw
+class Codes:
+    """A field's code table: exact map, case-insensitive fallback, then ordered regex patterns."""
+
+    def __init__(self, values: dict | None, patterns: dict | None):
+        self.exact = {text(k): v for k, v in (values or {}).items()}
+        self.folded = {str(k).casefold(): v for k, v in self.exact.items()}
+        self.patterns = [(re.compile(r), repl) for r, repl in (patterns or {}).items()]
+        self.passthrough = not values and not patterns
+
+    def lookup(self, raw: str):
+        """(matched, value) for a raw code; value None = explicit null."""
+        if raw in self.exact:
+            return True, self.exact[raw]
+        if raw.casefold() in self.folded:
+            return True, self.folded[raw.casefold()]
+        for regex, repl in self.patterns:
+            m = regex.search(raw)
+            if m:
+                return True, m.expand(str(repl)) if repl is not None else None
+        return self.passthrough, raw
 
 
 def _genotype(a: str) -> str:
@@ -81,6 +86,7 @@ class FieldBuilder:
         self.seen: set[tuple] = set()
         self.sources: dict[int, dict[str, str]] = {i: {} for i in wide.index}
         self.absolute_days: pd.Series | None = None  # days_from_baseline before `relative`
+        self._origin: dict[str, dict] = {}
 
     def _issue(self, i, problem, action, column, file, row, value, detail=""):
         key = (problem, file, row, column, value)
@@ -91,14 +97,20 @@ class FieldBuilder:
                      scan_id=self.wide.at[i, "scan_id"], detail=detail)
 
     def _where(self, i, col: str) -> tuple[str, str]:
+        """(file, 1-based row) a cell came from; records it as the scan row's source."""
         if col in ("subject_raw", "session_raw"):
             return self.wide.at[i, "raw_path"], ""
         table = col.split(".", 1)[0]
-        f, r = self.wide.at[i, f"{table}.__file"], self.wide.at[i, f"{table}.__row"]
-        if f is None or (isinstance(f, float) and np.isnan(f)):
+        if table not in self._origin:  # column -> dict lookups are ~10x faster than .at per cell
+            files, rows = self.wide[f"{table}.__file"], self.wide[f"{table}.__row"]
+            self._origin[table] = {
+                k: (str(f), str(int(r))) for k, f, r in zip(self.wide.index, files, rows, strict=True)
+                if isinstance(f, str)}
+        where = self._origin[table].get(i)
+        if where is None:
             return "", ""
-        self.sources[i][f] = str(int(r))
-        return str(f), str(int(r))
+        self.sources[i][where[0]] = where[1]
+        return where
 
     def _column(self, name: str, refs) -> str | None:
         refs = refs if isinstance(refs, list) else [refs]
@@ -131,12 +143,12 @@ class FieldBuilder:
             if src_col is None:
                 return out
             raw = self.wide[src_col].map(text)
-        values = spec.get("values", DEFAULT_VALUES.get(name) if "patterns" not in spec else None)
-        patterns = spec.get("patterns", DEFAULT_PATTERNS.get(name) if "values" not in spec else None)
+        codes = Codes(spec.get("values", DEFAULT_VALUES.get(name) if "patterns" not in spec else None),
+                      spec.get("patterns", DEFAULT_PATTERNS.get(name) if "values" not in spec else None))
         birth_col = self._column(name, spec["birth"]) if "birth" in spec else None
         unit = spec.get("unit", "years" if name == "age" else "days")
-        for i in self.wide.index:
-            v = raw.at[i]
+        vals: dict = {}  # plain dict: Series.at per cell costs ~60 us, this loop runs rows x fields
+        for i, v in zip(self.wide.index, raw.tolist(), strict=True):
             if v is None or v == "":
                 continue
             file, row = self._where(i, src_col) if src_col else (self.where, "")
@@ -147,9 +159,9 @@ class FieldBuilder:
                     if birth is not None or date is not None:
                         self._issue(i, "bad_value", "nulled", col_label, file, row, v, "cannot parse date")
                     continue
-                out.at[i] = (date - birth).days / 365.25
+                vals[i] = (date - birth).days / 365.25
                 continue
-            ok, mapped = _lookup(v, values, patterns)
+            ok, mapped = codes.lookup(v)
             if not ok:
                 self._issue(i, "unknown_code", "nulled", col_label, file, row, v, f"no code for {name}")
                 continue
@@ -163,7 +175,7 @@ class FieldBuilder:
                 if pd.isna(ts):
                     self._issue(i, "bad_value", "nulled", col_label, file, row, v, "not a date")
                     continue
-                out.at[i] = ts
+                vals[i] = ts
                 continue
             try:
                 typed = float(mapped) if f.kind in ("float", "int") else str(mapped)
@@ -179,7 +191,8 @@ class FieldBuilder:
                 typed = typed * DAYS_PER[unit] / 365.25
             elif name == "days_from_baseline":
                 typed = typed * DAYS_PER[unit]
-            out.at[i] = typed
+            vals[i] = typed
+        out = pd.Series([vals.get(i) for i in self.wide.index], index=self.wide.index, dtype=object)
         if name == "days_from_baseline" and unit != "date":
             self.absolute_days = out.copy()
         if unit == "date" or spec.get("relative"):
@@ -191,16 +204,17 @@ class FieldBuilder:
         return self._check(name, out, src_col)
 
     def _relative(self, out: pd.Series, dates: bool) -> pd.Series:
-        num = out.copy()
-        subj = self.wide["subject_id"]
-        for s in subj.unique():
-            idx = subj.index[(subj == s) & out.notna()]
-            if len(idx):
-                first = min(out.loc[idx])
-                for i in idx:
-                    d = out.at[i] - first
-                    num.at[i] = d.days if dates else d
-        return num
+        """Subtract each subject's smallest value (days since the subject's first scan)."""
+        known = out.dropna()
+        if known.empty:
+            return out
+        known = pd.to_datetime(known) if dates else pd.to_numeric(known).astype("float64")
+        first = known.groupby(self.wide.loc[known.index, "subject_id"]).transform("min")
+        delta = known - first
+        delta = delta.dt.days.astype("float64") if dates else delta
+        result = pd.Series([None] * len(out), index=out.index, dtype=object)
+        result.loc[delta.index] = delta.astype(object)
+        return result
 
     def _check(self, name: str, out: pd.Series, src_col: str | None) -> pd.Series:
         for i, v in out.items():

@@ -53,15 +53,17 @@ def scans_frame(cohort: str, mapping: dict, root: str | os.PathLike, log: IssueL
 
 
 def _sex_conflicts(df: pd.DataFrame, log: IssueLog) -> None:
-    for sid, group in df.dropna(subset=["sex"]).groupby("subject_id", sort=True):
+    known = df.dropna(subset=["sex"])
+    n_sex = known.groupby("subject_id")["sex"].nunique()
+    conflicted = set(n_sex.index[n_sex > 1])
+    for sid, group in known[known["subject_id"].isin(conflicted)].groupby("subject_id", sort=True):
         values = sorted(group["sex"].unique())
-        if len(values) > 1:
-            pairs = sorted(set(zip(group["session_id"], group["sex"], strict=True)))
-            by_session = "; ".join(f"{s}={x}" for s, x in pairs)
-            files = sorted(set(group["source_file"].dropna()))
-            log.add("sex_conflict", "nulled", file=";".join(files), column="sex", value="/".join(values),
-                    scan_id=group["scan_id"].iloc[0], detail=f"subject {sid} sessions {by_session}; sex nulled")
-            df.loc[df["subject_id"] == sid, "sex"] = None
+        pairs = sorted(set(zip(group["session_id"], group["sex"], strict=True)))
+        by_session = "; ".join(f"{s}={x}" for s, x in pairs)
+        files = sorted(set(group["source_file"].dropna()))
+        log.add("sex_conflict", "nulled", file=";".join(files), column="sex", value="/".join(values),
+                scan_id=group["scan_id"].iloc[0], detail=f"subject {sid} sessions {by_session}; sex nulled")
+    df.loc[df["subject_id"].isin(conflicted), "sex"] = None
 
 
 def harmonise_cohort(cohort: str, mapping_path: str, root: str | os.PathLike,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from itertools import combinations
 from pathlib import Path
 
 import pandas as pd
@@ -27,46 +26,43 @@ PAIR_COLUMNS = (["cohort", "subject_id", "split", "baseline_session", "followup_
                  "diagnosis_baseline", "diagnosis_followup"]
                 + [f"{when}_scan_id_{m}" for m in MODALITIES for when in ("baseline", "followup")])
 
-
-def _first(series: pd.Series):
-    s = series.dropna()
-    return s.iloc[0] if len(s) else None
+PAIR_FLOATS = {"baseline_days", "followup_days", "interval_days", "interval_years", "age_baseline", "age_followup"}
+PAIR_SCHEMA = pa.schema([(c, pa.float64() if c in PAIR_FLOATS else pa.string()) for c in PAIR_COLUMNS])
 
 
 def sessions_table(manifest: pd.DataFrame) -> pd.DataFrame:
     """One row per (subject, session): days, age, diagnosis and the scan_id of each modality."""
-    rows = []
-    for (sid, ses), g in manifest.groupby(["subject_id", "session_id"], sort=True):
-        row = {"cohort": g["cohort"].iloc[0], "subject_id": sid, "session_id": ses, "split": g["split"].iloc[0],
-               "days": _first(g["days_from_baseline"]), "age": _first(g["age"]), "sex": _first(g["sex"]),
-               "diagnosis": _first(g["diagnosis"])}
-        row.update({m: _first(g.loc[g["modality"] == m, "scan_id"]) for m in MODALITIES})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    keys = ["subject_id", "session_id"]
+    df = manifest.astype({c: object for c in ("sex", "diagnosis", "cohort", "split")})
+    base = df.groupby(keys, sort=True).agg(  # first non-null value of the session's scans
+        cohort=("cohort", "first"), split=("split", "first"), days=("days_from_baseline", "first"),
+        age=("age", "first"), sex=("sex", "first"), diagnosis=("diagnosis", "first"))
+    scans = df.drop_duplicates(keys + ["modality"]).pivot(index=keys, columns="modality", values="scan_id")
+    scans = scans.reindex(columns=list(MODALITIES))
+    out = base.join(scans).reset_index()
+    return out.astype({m: object for m in MODALITIES}).where(out.notna(), None)
 
 
 def longitudinal_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
     """Every (earlier, later) session pair of a subject with known, distinct days from baseline."""
     ses = sessions_table(manifest)
-    rows = []
-    for sid, g in ses.dropna(subset=["days"]).groupby("subject_id", sort=True):
-        g = g.sort_values(["days", "session_id"])
-        for (_, a), (_, b) in combinations(g.iterrows(), 2):
-            if b["days"] <= a["days"]:
-                continue
-            row = {"cohort": a["cohort"], "subject_id": sid, "split": a["split"],
-                   "baseline_session": a["session_id"], "followup_session": b["session_id"],
-                   "baseline_days": a["days"], "followup_days": b["days"], "interval_days": b["days"] - a["days"],
-                   "interval_years": (b["days"] - a["days"]) / 365.25, "age_baseline": a["age"],
-                   "age_followup": b["age"], "sex": a["sex"] if a["sex"] is not None else b["sex"],
-                   "diagnosis_baseline": a["diagnosis"], "diagnosis_followup": b["diagnosis"]}
-            for m in MODALITIES:
-                row[f"baseline_scan_id_{m}"], row[f"followup_scan_id_{m}"] = a[m], b[m]
-            rows.append(row)
-    out = pd.DataFrame(rows, columns=PAIR_COLUMNS)
-    for c in ("baseline_days", "followup_days", "interval_days", "interval_years", "age_baseline", "age_followup"):
+    ses = ses[ses["days"].notna()].assign(days=lambda d: d["days"].astype("float64"))
+    m = ses.merge(ses, on="subject_id", suffixes=("_a", "_b"))
+    m = m[m["days_b"] > m["days_a"]].sort_values(["subject_id", "days_a", "days_b", "session_id_a", "session_id_b"])
+    out = pd.DataFrame({
+        "cohort": m["cohort_a"], "subject_id": m["subject_id"], "split": m["split_a"],
+        "baseline_session": m["session_id_a"], "followup_session": m["session_id_b"],
+        "baseline_days": m["days_a"], "followup_days": m["days_b"], "interval_days": m["days_b"] - m["days_a"],
+        "interval_years": (m["days_b"] - m["days_a"]) / 365.25, "age_baseline": m["age_a"],
+        "age_followup": m["age_b"], "sex": m["sex_a"].where(m["sex_a"].notna(), m["sex_b"]),
+        "diagnosis_baseline": m["diagnosis_a"], "diagnosis_followup": m["diagnosis_b"],
+    })
+    for mod in MODALITIES:
+        out[f"baseline_scan_id_{mod}"], out[f"followup_scan_id_{mod}"] = m[f"{mod}_a"], m[f"{mod}_b"]
+    out = out.reset_index(drop=True)[PAIR_COLUMNS]
+    for c in PAIR_FLOATS:
         out[c] = pd.to_numeric(out[c]).astype("float64")
-    return out
+    return out.astype({c: object for c in out.columns if out[c].dtype == object}).where(out.notna(), None)
 
 
 def dataset_summary(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -139,7 +135,7 @@ def main(argv: list[str]) -> int:
                       seed=config.get("seed"), scans=len(manifest), subjects=int(manifest["subject_id"].nunique()),
                       pairs=len(pairs))
     write_parquet(coerce(manifest), args.manifest or layout.manifest, prov, ARROW_SCHEMA)
-    write_parquet(pairs, args.pairs or layout.pairs, prov)
+    write_parquet(pairs, args.pairs or layout.pairs, prov, PAIR_SCHEMA)
     write_table(dataset_summary(manifest), args.summary or layout.table("dataset_summary"), prov)
     write_table(coverage_table(manifest), args.coverage or layout.table("dataset_coverage"), prov)
     print(f"manifest: {len(manifest)} scans, {manifest['subject_id'].nunique()} subjects, "

@@ -195,11 +195,11 @@ def join_tables(scans: pd.DataFrame, mapping: dict, root: Path, log: IssueLog) -
             wide = _nearest_merge(wide, renamed, float(session.get("tolerance", 365)))
         else:
             wide = wide.merge(renamed, on=keys, how="left")
-        used = set(zip(*[wide[k] for k in keys], strict=False)) if len(wide) else set()
+        used = set(zip(*[wide[k] for k in keys], strict=True)) if len(wide) else set()
         if session.get("match") != "nearest":
-            for i in df.index:
-                if tuple(df.loc[i, keys]) not in used:
-                    log.add("no_scan", "unused", file=df.at[i, "__file"], row=df.at[i, "__row"],
+            unused = [t not in used for t in zip(*[df[k] for k in keys], strict=True)]
+            for i in df.index[unused]:
+                log.add("no_scan", "unused", file=df.at[i, "__file"], row=df.at[i, "__row"],
                             value=" / ".join(str(df.at[i, k]) for k in keys),
                             detail=f"clinical row of table {name!r} matches no scan")
         for i in wide.index[wide[f"{name}.__row"].isna()]:
