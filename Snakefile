@@ -7,7 +7,13 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml is the default only: a --configfile replaces it (Snakemake's `configfile:`
+# directive would merge the two, leaking the template's cohorts into e.g. the demo).
+if not workflow.configfiles:
+    import yaml
+
+    with open("config/config.yaml") as _fh:
+        config.update(yaml.safe_load(_fh))
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -45,7 +45,7 @@ def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
 def validate_config(config: dict, source: str = "config", schema: dict | None = None) -> dict:
     """Validate in place, filling defaults; raise ConfigError naming the offending key."""
     schema = schema or load_schema()
-    validator = _with_defaults(jsonschema.Draft7Validator)(schema)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]

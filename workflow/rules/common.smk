@@ -7,7 +7,8 @@ from braing3n.paths import Layout
 R = config["results"]
 L = Layout(R)
 BRAING3N = "braing3n"  # the console script of the installed package
-CONFIGFILES = " ".join(f"--configfile {f}" for f in workflow.configfiles) if workflow.configfiles else ""
+# Every CLI call gets the same config file(s) Snakemake was given (the default template otherwise).
+CONFIGFILES = " ".join(f"--configfile {f}" for f in (workflow.configfiles or ["config/config.yaml"]))
 
 COHORTS = {name: spec for name, spec in config["cohorts"].items() if spec.get("enabled", True)}
 
