@@ -6,7 +6,7 @@ import torch
 
 
 class EMA:
-    """EMA over every floating-point entry of ``model.state_dict()`` (buffers included, kept in float32).
+    """EMA over the floating-point entries of ``model.state_dict()`` except frozen parameters (float32).
 
     The decay ramps as ``min(decay, (1 + n) / (10 + n))`` so short runs (demo, tests) still get
     a meaningful average; at paper length it is the plain ``decay`` (0.9999, as in DiT).
@@ -15,8 +15,10 @@ class EMA:
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.updates = 0
+        # frozen parameters (e.g. the tokenizer's MAE encoder) are not averaged: they keep their exact values
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
         self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()
-                       if v.dtype.is_floating_point}
+                       if v.dtype.is_floating_point and k not in frozen}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:

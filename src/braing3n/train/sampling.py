@@ -27,10 +27,7 @@ def batch_indices(n: int, batch_size: int, rank: int = 0, world: int = 1, seed: 
     while True:
         pos = (g * world + rank) * batch_size + np.arange(batch_size)
         epochs, offsets = pos // n, pos % n
-        for e in np.unique(epochs).tolist():
-            if e not in cache:
-                if len(cache) > 2:  # only the current and next epoch are ever needed
-                    cache.clear()
-                cache[e] = _perm(n, seed, e)
+        needed = set(np.unique(epochs).tolist())
+        cache = {e: cache[e] if e in cache else _perm(n, seed, e) for e in needed}  # drop past epochs
         yield np.array([cache[int(e)][o] for e, o in zip(epochs, offsets, strict=True)], dtype=np.int64)
         g += 1
