@@ -1,1 +1,121 @@
 # tokenizer stage rules (see workflow/rules/common.smk for paths and scan lists)
+# store: per cohort, the 160x192x160 float16 model-input store (+ index.parquet).
+# train_mae / train_decoder: GPU jobs through the shared engine (resume from checkpoints on retry).
+# export: per cohort, latents + pooled embeddings; reconstruct: L1/PSNR/SSIM on held-out scans + NIfTI.
+import json
+import sys
+
+TRAIN = config["train"]
+MAE_DIR = TRAIN["decoder"]["mae_dir"] or L.model_dir("mae")
+DECODER_DIR = L.model_dir("decoder")
+LAUNCH = f"{sys.executable} -m braing3n.train.launch --"  # the python running snakemake has braing3n
+
+
+def _settings(*keys):
+    """Config sections a rule depends on, for the params rerun trigger."""
+    part = {k: TRAIN[k] for k in keys if k in TRAIN}
+    return json.dumps({"seed": config.get("seed"), "train": part, "store": config.get("store", {})}, sort_keys=True)
+
+
+rule store:
+    input:
+        qc=L.qc_table("{cohort}"),
+        metadata=L.metadata_partition("{cohort}"),
+    output:
+        L.store_index("{cohort}"),
+    params:
+        settings=json.dumps(config.get("store", {}), sort_keys=True),
+    log:
+        f"{R}/logs/store/{{cohort}}.log",
+    threads: config["store"]["workers"]
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    shell:
+        f"{BRAING3N} store {CONFIGFILES} --cohort {{wildcards.cohort}} --qc {{input.qc}} "
+        "--metadata {input.metadata} --workers {threads} --out {output} > {log} 2>&1"
+
+
+rule train_mae:
+    input:
+        stores=[L.store_index(c) for c in COHORTS],
+        manifest=L.manifest,
+    output:
+        f"{L.model_dir('mae')}/final.safetensors",
+    params:
+        out=L.model_dir("mae"),
+        settings=_settings("engine", "mae"),
+    log:
+        f"{R}/logs/train_mae.log",
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=2880,
+    shell:
+        f"{LAUNCH} {BRAING3N} train mae {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+
+
+rule train_decoder:
+    input:
+        stores=[L.store_index(c) for c in COHORTS],
+        manifest=L.manifest,
+        mae=f"{MAE_DIR}/final.safetensors",
+    output:
+        f"{DECODER_DIR}/final.safetensors",
+    params:
+        out=DECODER_DIR,
+        settings=_settings("engine", "mae", "decoder"),
+    log:
+        f"{R}/logs/train_decoder.log",
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=1440,
+    shell:
+        f"{LAUNCH} {BRAING3N} train decoder {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+
+
+rule export:
+    input:
+        store=L.store_index("{cohort}"),
+        tokenizer=f"{DECODER_DIR}/final.safetensors",
+    output:
+        f"{R}/embeddings/{{cohort}}.npz",
+    log:
+        f"{R}/logs/export/{{cohort}}.log",
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    shell:
+        f"{BRAING3N} export {CONFIGFILES} --cohort {{wildcards.cohort}} --model-dir {DECODER_DIR} "
+        "--out {output} > {log} 2>&1"
+
+
+rule reconstruct:
+    input:
+        stores=[L.store_index(c) for c in COHORTS],
+        manifest=L.manifest,
+        tokenizer=f"{DECODER_DIR}/final.safetensors",
+    output:
+        table=L.table("reconstruction"),
+        summary=L.table("reconstruction_summary"),
+    params:
+        settings=_settings("decoder"),
+    log:
+        f"{R}/logs/reconstruct.log",
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=32000,
+        runtime=240,
+    shell:
+        f"{BRAING3N} reconstruct {CONFIGFILES} --model-dir {DECODER_DIR} --nifti-dir {R}/reconstructions "
+        "--out {output.table} > {log} 2>&1"
+
+
+ALL_TARGETS.extend(f"{R}/embeddings/{c}.npz" for c in COHORTS)
+ALL_TARGETS.append(L.table("reconstruction"))
