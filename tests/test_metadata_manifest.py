@@ -33,13 +33,14 @@ def test_pairs(mem):
     assert sorted(pairs.index) == ["phantommem:941_S_0001", "phantommem:941_S_0003"]
     a = pairs.loc["phantommem:941_S_0001"]
     assert (a["baseline_session"], a["followup_session"]) == ("bl", "m12")
-    assert a["interval_years"] == pytest.approx(1.0) and a["interval_days"] == pytest.approx(365.25)
-    assert (a["age_baseline"], a["age_followup"]) == pytest.approx((70.5, 71.5))
+    # EXAMDATE 2010-01-15 -> 2011-01-20: 370 days; AGE (at baseline) 70.5 + 370 / 365.25
+    assert a["interval_days"] == 370 and a["interval_years"] == pytest.approx(370 / 365.25)
+    assert (a["age_baseline"], a["age_followup"]) == pytest.approx((70.5, 70.5 + 370 / 365.25))
     assert (a["diagnosis_baseline"], a["diagnosis_followup"]) == ("HC", "MCI")
     assert a["baseline_scan_id_T1"] == "phantommem_sub-941S0001_ses-bl_T1"
     assert a["followup_scan_id_FLAIR"] == "phantommem_sub-941S0001_ses-m12_FLAIR"
     assert a["baseline_scan_id_T2"] is None
-    assert pairs.loc["phantommem:941_S_0003", "interval_years"] == pytest.approx(2.0)
+    assert pairs.loc["phantommem:941_S_0003", "interval_days"] == 731  # 2012-06-30 -> 2014-07-01
 
 
 def test_pairs_all_session_combinations(mem):
@@ -50,7 +51,7 @@ def test_pairs_all_session_combinations(mem):
     one = pairs[pairs["subject_id"] == "phantommem:941_S_0001"]
     assert sorted(zip(one["baseline_session"], one["followup_session"], strict=True)) == [
         ("bl", "m12"), ("bl", "m24"), ("m12", "m24")]
-    assert sorted(one["interval_years"].round(6)) == [1.0, 1.0, 2.0]
+    assert sorted(one["interval_days"]) == [360.5, 370.0, 730.5]
 
 
 def test_summary_and_coverage(mem, onc):
