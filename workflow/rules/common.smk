@@ -22,7 +22,9 @@ def _scans(cohort):
         from braing3n.phantom.plan import plan_cohort
 
         return plan_cohort(cohort, spec, config).scans
-    return discover_scans(cohort, load_mapping(spec["mapping"]), spec["root"])
+    # duplicates=[]: two files with one scan_id keep the first (path order) instead of failing the
+    # whole DAG; `braing3n harmonise` lists the extra file in the cohort's issues report.
+    return discover_scans(cohort, load_mapping(spec["mapping"]), spec["root"], duplicates=[])
 
 
 SCANS = {c: _scans(c) for c in COHORTS}
