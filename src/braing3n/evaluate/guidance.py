@@ -9,6 +9,8 @@ grid average-pooled by ``pool`` (2 -> 5x6x5x32 = 4800 dims), standardised.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -118,5 +120,6 @@ def plot_guidance(table: pd.DataFrame, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)

@@ -1,0 +1,175 @@
+"""The evaluation stages against the real upstream APIs on a tiny results tree: store volumes,
+a random-weight tiny tokenizer, 3-step tiny DiT / DiT-long, a 1-step AutoencoderKL.
+Checks wiring, output tables and their provenance - not model quality (that is the demo's job)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from braing3n.evaluate.cli import main as evaluate_main
+from braing3n.report import main as report_main
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.slow
+EXTRA = {"preset": "tiny", "hidden": 32, "depth": 1, "heads": 4}
+N_SUBJ = 8
+
+
+def _train_cfg(steps=3):
+    from braing3n.train.engine import TrainConfig
+
+    return TrainConfig(steps=steps, batch_size=2, lr=1e-3, warmup_steps=1, ckpt_every=100, log_every=1, seed=0,
+                       num_workers=0, grad_clip=1.0, device="cpu", ema_decay=0.0, extra=EXTRA)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    from braing3n.data.loader import zscore
+    from braing3n.generate.tasks import build_task
+    from braing3n.models.decoder import TokenizerModel, decoder_config
+    from braing3n.models.mae import mae_config
+    from braing3n.tokenizer import load_tokenizer
+    from braing3n.train.checkpoint import save_weights
+    from braing3n.train.engine import fit
+
+    tmp = tmp_path_factory.mktemp("evalstages")
+    root = tmp / "results"
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(N_SUBJ):
+        for ses, years in (("1", 0.0), ("2", 2.0)) if i < 4 else (("1", 0.0),):
+            rows.append({"cohort": "c1", "subject_id": f"s{i}", "session_id": ses, "scan_id": f"c1_s{i}_{ses}_T1",
+                         "modality": "T1", "sex": "FM"[i % 2], "age": 40.0 + 4 * i + years,
+                         "diagnosis": ["HC", "AD"][i % 2], "idh1": None, "site": "a",
+                         "split": "train" if i < 6 else "test"})
+    man = pd.DataFrame(rows)
+    (root / "metadata").mkdir(parents=True)
+    man.to_parquet(root / "metadata" / "manifest.parquet", index=False)
+    pairs = pd.DataFrame({"subject_id": [f"s{i}" for i in range(4)], "interval_years": 2.0,
+                          "baseline_scan_id_T1": [f"c1_s{i}_1_T1" for i in range(4)],
+                          "followup_scan_id_T1": [f"c1_s{i}_2_T1" for i in range(4)]})
+    for m in ("T2", "FLAIR", "T1c"):
+        pairs[f"baseline_scan_id_{m}"] = None
+        pairs[f"followup_scan_id_{m}"] = None
+    pairs.to_parquet(root / "metadata" / "pairs.parquet", index=False)
+    store = root / "store" / "c1"
+    store.mkdir(parents=True)
+    for sid in man["scan_id"]:
+        vol = np.zeros((160, 192, 160), np.float16)
+        vol[30:130, 40:150, 30:130] = rng.uniform(50, 150, (100, 110, 100))
+        np.save(store / f"{sid}.npy", vol)
+    pd.DataFrame({"scan_id": man["scan_id"], "path": [f"{s}.npy" for s in man["scan_id"]], "status": "ok"}).to_parquet(
+        store / "index.parquet", index=False)
+    torch.manual_seed(0)
+    mae, dec = mae_config("tiny"), decoder_config("tiny")
+    tok_dir = root / "models" / "decoder"
+    tok_dir.mkdir(parents=True)
+    save_weights(TokenizerModel(mae, dec).state_dict(), tok_dir / "final.safetensors")
+    (tok_dir / "config.json").write_text(json.dumps({"model": {"mae": mae.to_dict(), "decoder": dec.to_dict()}}))
+    tok = load_tokenizer(tok_dir, "cpu")
+    vols = torch.from_numpy(np.stack([np.load(store / f"{s}.npy") for s in man["scan_id"]]))[:, None]
+    enc = {k: [] for k in ("latent", "cls", "mean")}
+    for v in vols:
+        out = tok.encode(zscore(v[None]))
+        for k in enc:
+            enc[k].append(out[k].numpy())
+    enc = {k: np.concatenate(v) for k, v in enc.items()}
+    (root / "embeddings").mkdir()
+    np.savez(root / "embeddings" / "c1.npz", scan_id=man["scan_id"].to_numpy(str), **enc)
+    lat = enc["latent"]
+    fit(build_task("dit", man, lat, EXTRA, 2), _train_cfg(), root / "models" / "dit")
+    pr = man[man.session_id == "1"].head(4).assign(years=2.0)
+    fol = lat[[man.index[man.scan_id == f"c1_s{i}_2_T1"][0] for i in range(4)]]
+    fit(build_task("dit_long", pr, fol, EXTRA, 2, context=lat[pr.index]), _train_cfg(), root / "models" / "dit_long")
+    cfg = {"results": str(root), "seed": 0, "device": "cpu", "cohorts": {"c1": {"mapping": "x.yaml", "root": "x"}},
+           "evaluate": {"n_boot": 10, "n_splits": 2, "batch_size": 2,
+                        "guidance": {"scales": [1, 4], "n_per_value": 2, "steps": 2,
+                                     "conditions": {"sex": ["F", "M"], "age": [40]}},
+                        "fid": {"cfg_scale": 1, "n_boot": 5, "max_real": 2},
+                        "longitudinal": {"steps": 2, "max_pairs": 2},
+                        "tokenizers": {"bottlenecks": [4], "max_scans": 1}},
+           "train": {"engine": {"steps": 1, "batch_size": 1, "lr": 1e-3, "warmup_steps": 0, "ckpt_every": 1,
+                                "log_every": 1, "num_workers": 0, "grad_clip": 1.0, "ema_decay": 0.0},
+                     "aekl": {"latent_channels": 4, "channels": [4, 4, 4, 4, 4], "num_res_blocks": 1}}}
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp, root
+
+
+def _eval(tmp, *args):
+    return evaluate_main([args[0], "--configfile", str(tmp / "cfg.yaml"), *args[1:]])
+
+
+def _table(path):
+    text = path.read_text()
+    assert "# provenance: " in text and '"git_commit"' in text
+    return pd.read_csv(path, comment="#")
+
+
+def test_random_floor_embeddings_use_the_mae_architecture(tree):
+    tmp, root = tree
+    out = root / "embeddings" / "random_vit" / "c1.npz"
+    assert _eval(tmp, "embed", "--encoder", "random_vit", "--cohort", "c1", "--out", str(out)) == 0
+    with np.load(out) as z:
+        assert z["mean"].shape == (12, 96) and z["cls"].shape == (12, 96) and list(z["scan_id"])[0] == "c1_s0_1_T1"
+
+
+def test_guidance_fid_memorisation_report(tree):
+    tmp, root = tree
+    t = root / "tables"
+    samples = root / "evaluation" / "guidance_samples.npz"
+    assert _eval(tmp, "guidance", "--out", str(t / "guidance.csv"), "--figure", str(root / "figures/guidance.png"),
+                 "--samples", str(samples), "--mosaic", str(root / "figures/samples_by_condition.png")) == 0
+    g = _table(t / "guidance.csv")
+    assert set(g["condition"]) == {"sex", "age"}
+    assert set(g.loc[g.status == "ok", "cfg_scale"].astype(str)) == {"real", "1.0", "4.0"}
+    with np.load(samples) as z:
+        assert z["latent"].shape == (3 * 2 * 2, 1200, 32)  # 3 requested values x 2 scales x 2
+    assert _eval(tmp, "fid", "--samples", str(samples), "--out", str(t / "fid.csv")) == 0
+    fid = _table(t / "fid.csv")
+    assert len(fid) == 3 * 3 and set(fid["extractor"]) == {"braing3n-mae-encoder-mean"}
+    ok = fid[fid.status == "ok"]
+    assert len(ok) > 0 and (ok["fid"] >= 0).all() and (ok["n_b"] >= 2).all()
+    assert _eval(tmp, "memorisation", "--samples", str(samples), "--out", str(t / "memorisation.csv"),
+                 "--per-sample", str(t / "memorisation_samples.csv")) == 0
+    mem = _table(t / "memorisation.csv")
+    assert mem.loc[0, "n_generated"] == 12 and mem.loc[0, "n_train"] == 10 and mem.loc[0, "n_heldout"] == 2
+    assert report_main(["--configfile", str(tmp / "cfg.yaml")]) == 0
+    page = (root / "report" / "index.html").read_text()
+    assert "Decomposed 3D-FID" in page and "Guidance sweep" in page and page.count("data:image/png") >= 2
+
+
+def test_longitudinal_stage(tree):
+    tmp, root = tree
+    t = root / "tables"
+    assert _eval(tmp, "longitudinal", "--out", str(t / "longitudinal.csv"),
+                 "--per-pair", str(t / "longitudinal_pairs.csv")) == 0
+    summary = _table(t / "longitudinal.csv")
+    assert summary.loc[0, "n_pairs"] == 2
+    assert 0 <= summary.loc[0, "change_fraction_csf_ventricles"] <= 1
+    per_pair = _table(t / "longitudinal_pairs.csv")
+    assert len(per_pair) == 2 and (per_pair["latent_mae"] > 0).all() and (per_pair["voxel_l1"] > 0).all()
+
+
+def test_tokenizer_comparison_with_a_trained_aekl(tree):
+    from braing3n.data.loader import VolumeDataset
+    from braing3n.data.store import read_index
+    from braing3n.models.aekl import AEKLConfig, AEKLTask
+    from braing3n.train.engine import fit, train_config
+
+    tmp, root = tree
+    config = yaml.safe_load((tmp / "cfg.yaml").read_text())
+    cfg = train_config(config, "aekl")
+    ds = VolumeDataset(read_index(root / "store" / "c1" / "index.parquet").head(1))
+    fit(AEKLTask(AEKLConfig(latent_channels=4, channels=(4, 4, 4, 4, 4), num_res_blocks=1), ds, cfg),
+        cfg, root / "models" / "aekl_4")
+    out = root / "tables" / "tokenizers.csv"
+    assert _eval(tmp, "tokenizers", "--aekl", str(root / "models" / "aekl_4"), "--out", str(out)) == 0
+    tab = _table(out).set_index("tokenizer")
+    assert list(tab.index) == ["mae", "aekl_4"]
+    assert tab.loc["mae", "latent_numbers"] == 1200 * 32 and tab.loc["aekl_4", "dims_per_position"] == 4
+    assert (tab["psnr"] > 0).all() and tab["ssim"].between(-1, 1).all()
+    assert str(tab.loc["mae", "idh1_auroc"]).startswith("skipped:")
