@@ -63,6 +63,8 @@ def test_summary_and_coverage(mem, onc):
     assert s.loc[("phantommem", "all", "all"), ["n_scans", "n_subjects", "n_longitudinal_subjects"]].tolist() == [
         11, 3, 2]
     assert s.loc[("all", "all", "all"), ["n_scans", "n_subjects"]].tolist() == [22, 6]
+    assert s.loc[("all", "GBM", "all"), ["n_scans", "n_subjects"]].tolist() == [8, 2]
+    assert s.loc[("all", "all", "T1c"), "n_scans"] == 3 and s.loc[("all", "all", "T1"), "n_scans"] == 8
     c = coverage_table(both).set_index("cohort")
     assert c.loc["phantommem", "mmse"] == pytest.approx(100 * 9 / 11, abs=0.01)
     assert c.loc["phantomonc", "mgmt"] == pytest.approx(100 * 8 / 11, abs=0.01)

@@ -66,12 +66,14 @@ def longitudinal_pairs(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def dataset_summary(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Scans and subjects per cohort x diagnosis x modality, with 'all' roll-ups and a grand total."""
+    """Scans and subjects per cohort x diagnosis x modality, with 'all' roll-ups (per cohort, per
+    diagnosis across cohorts as in the paper's dataset section, per modality) and a grand total."""
     df = manifest.assign(diagnosis=manifest["diagnosis"].fillna("unknown").astype(str))
     n_ses = df.groupby("subject_id")["session_id"].nunique()
     longitudinal = set(n_ses.index[n_ses > 1])
     rows = []
-    for keys in (["cohort", "diagnosis", "modality"], ["cohort"], []):
+    # cohort x diagnosis x modality, then roll-ups: per cohort, per diagnosis, per modality, total
+    for keys in (["cohort", "diagnosis", "modality"], ["cohort"], ["diagnosis"], ["modality"], []):
         groups = df.groupby(keys, sort=True) if keys else [((), df)]
         for key, g in groups:
             key = key if isinstance(key, tuple) else (key,)
