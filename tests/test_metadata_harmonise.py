@@ -144,3 +144,11 @@ def test_unknown_mapping_key_is_named(tmp_path, mem):
     bad.write_text(Path(MAPPING).read_text().replace("  mmse: {column: MMSE}", "  mmse: {colum: MMSE}"))
     with pytest.raises(ValueError, match=r"bad.yaml: fields.mmse must be a mapping with keys"):
         harmonise_cohort("phantommem", str(bad), mem)
+
+
+def test_bad_unit_is_named(tmp_path, mem):
+    bad = tmp_path / "bad.yaml"
+    text = Path(MAPPING).read_text()
+    bad.write_text(text.replace("{column: EXAMDATE, unit: date}", "{column: EXAMDATE, unit: month}"))
+    with pytest.raises(ValueError, match=r"bad.yaml: fields.days_from_baseline.unit 'month' is not one of"):
+        harmonise_cohort("phantommem", str(bad), mem)

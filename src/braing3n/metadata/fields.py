@@ -197,6 +197,8 @@ class FieldBuilder:
             self.absolute_days = out.copy()
         if unit == "date" or spec.get("relative"):
             out = self._relative(out, unit == "date")
+        if name == "days_from_baseline" and unit == "date":
+            self.absolute_days = out  # dates have no absolute origin: days since the first scan
         if spec.get("at_visit") and name == "age":
             days = self.absolute_days if spec["at_visit"] == "absolute" else days
             out = pd.Series([None if a is None or days is None or pd.isna(days.at[i]) else a + days.at[i] / 365.25

@@ -59,7 +59,9 @@ def load_cohort_mapping(path: str) -> dict:
             if key in t and set(t[key]) - KEY_KEYS:
                 raise ValueError(f"{where}.{key}: unknown key(s) {sorted(set(t[key]) - KEY_KEYS)}")
         names.append(t["name"])
-    from braing3n.metadata.fields import FIELD_KEYS
+    from braing3n.metadata.fields import DAYS_PER, FIELD_KEYS
+
+    UNITS = {*DAYS_PER, "date"}
     from braing3n.metadata.schema import CLINICAL
 
     for name, spec in (mapping.get("fields") or {}).items():
@@ -67,6 +69,10 @@ def load_cohort_mapping(path: str) -> dict:
             raise ValueError(f"{path}: fields.{name} is not a clinical field of the schema ({', '.join(CLINICAL)})")
         if not isinstance(spec, dict) or set(spec) - FIELD_KEYS:
             raise ValueError(f"{path}: fields.{name} must be a mapping with keys from {sorted(FIELD_KEYS)}")
+        if spec.get("unit", "days") not in UNITS:
+            raise ValueError(f"{path}: fields.{name}.unit {spec['unit']!r} is not one of {sorted(UNITS)}")
+        if spec.get("from", "subject") not in ("subject", "session"):
+            raise ValueError(f"{path}: fields.{name}.from must be 'subject' or 'session', got {spec['from']!r}")
     return mapping
 
 
