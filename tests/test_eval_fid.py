@@ -35,6 +35,8 @@ def test_fid_bootstrap_interval_and_decomposition():
     skipped = tab[(tab.arm == "sex=M") & (tab.status == "skipped")]
     assert len(skipped) == 3 and "generated n=1" in skipped.iloc[0]["reason"]
     assert set(tab["extractor"]) == {"mae_encoder"}
+    few = fid(rng.normal(size=(3, 50)), rng.normal(size=(4, 50)))  # n << d: still finite
+    assert np.isfinite(few) and few > 0
     with pytest.raises(ValueError, match="equal d"):
         fid(real, real[:, :2])
 

@@ -182,7 +182,7 @@ rule train_aekl:
     shell:
         # the bottleneck size reaches the train CLI as a one-key config overlay (later --configfile wins)
         "printf 'train:\\n  aekl:\\n    latent_channels: {wildcards.k}\\n' > {output.overlay} && "
-        "{BRAING3N} train aekl {EV_CONFIGFILES} --configfile {output.overlay} --out {params.out} > {log} 2>&1"
+        "{LAUNCH} {BRAING3N} train aekl {EV_CONFIGFILES} --configfile {output.overlay} --out {params.out} > {log} 2>&1"
 
 
 rule tokenizers:

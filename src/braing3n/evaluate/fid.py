@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.metrics import FIDMetric
+from monai.metrics.fid import compute_frechet_distance
 
 COMPARISONS = (("generated", "real"), ("generated", "reconstruction"), ("reconstruction", "real"))
 
@@ -24,7 +25,16 @@ def fid(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"FID needs two (n, d) feature sets of equal d, got {a.shape} and {b.shape}")
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"FID needs at least 2 samples per set, got {len(a)} and {len(b)}")
-    value = float(FIDMetric()(torch.from_numpy(a), torch.from_numpy(b)))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    try:
+        value = float(FIDMetric()(ta, tb))
+    except ValueError:
+        # fewer samples than feature dims: singular covariances can make sqrtm complex; regularise
+        # both with eps*I (what MONAI itself does when sqrtm is non-finite)
+        eye = torch.eye(a.shape[1], dtype=torch.float64) * 1e-6
+        value = float(compute_frechet_distance(ta.mean(0), torch.cov(ta.T) + eye, tb.mean(0), torch.cov(tb.T) + eye))
+    if not np.isfinite(value):
+        raise ValueError(f"FID is not finite for sets of {len(a)} and {len(b)} samples in {a.shape[1]} dims")
     return max(value, 0.0)  # sqrtm round-off can give -1e-12 for identical sets
 
 
@@ -56,6 +66,11 @@ def decomposed_fid(features: dict[str, dict[str, np.ndarray]], extractor: str, n
                 rows.append({**row, "fid": np.nan, "fid_lo": np.nan, "fid_hi": np.nan, "status": "skipped",
                              "reason": f"{x} n={na}, {y} n={nb} (need >= 2 each)"})
                 continue
-            value, lo, hi = fid_with_ci(fa, fb, n_boot, seed + i)
+            try:
+                value, lo, hi = fid_with_ci(fa, fb, n_boot, seed + i)
+            except ValueError as exc:  # one degenerate arm is reported, the others go on
+                rows.append({**row, "fid": np.nan, "fid_lo": np.nan, "fid_hi": np.nan, "status": "failed",
+                             "reason": str(exc)})
+                continue
             rows.append({**row, "fid": value, "fid_lo": lo, "fid_hi": hi, "status": "ok", "reason": ""})
     return pd.DataFrame(rows)
