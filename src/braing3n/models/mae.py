@@ -3,8 +3,9 @@
 Compact own code on ``F.scaled_dot_product_attention`` rather than MONAI's
 ``MaskedAutoEncoderViT``: MONAI 1.6 builds its TransformerBlocks without SDPA (explicit
 softmax(QK^T) materialises B x heads x 1200 x 1200 scores in the decoder), samples the mask with
-``torch.multinomial`` on the CPU every step (a host round-trip), and runs the CLS token through
-the decoder. ``braing3n bench tokenizer`` times both (``mae-monai`` row) so the choice is measured.
+``torch.multinomial`` on the CPU every step (a host round-trip), runs the CLS token through
+the decoder, and its 3D sin-cos embedding needs widths divisible by 6 (the 512-wide decoder is
+not). ``braing3n bench tokenizer`` times both (``mae-monai`` row) so the choice is measured.
 
 Layout follows facebookresearch/mae: pre-norm blocks, CLS token, fixed sin-cos positional
 embeddings (3D here), per-sample random masking by argsort of uniform noise, a shallow decoder
