@@ -81,7 +81,12 @@ def guidance_table(samples: pd.DataFrame, sample_features: np.ndarray, real: pd.
             rows.append({**base, "cfg_scale": "-", "n": len(yr), "status": "skipped",
                          "reason": f"{len(yr)} real rows / {yr.nunique()} distinct values for {col}"})
             continue
-        ref = run_probe(xr, yr.to_numpy(), groups, kind, n_splits=5, seed=seed, n_boot=n_boot)
+        try:
+            ref = run_probe(xr, yr.to_numpy(), groups, kind, n_splits=5, seed=seed, n_boot=n_boot)
+        except ValueError as exc:  # too few subjects of a class for grouped folds: skip this condition
+            rows.append({**base, "cfg_scale": "-", "n": len(yr), "status": "skipped",
+                         "reason": str(exc).splitlines()[0]})
+            continue
         if kind == "classification":
             pred_real = np.asarray(ref.classes)[ref.y_pred.argmax(1)]
             real_score = score_requests(kind, ref.y_true, pred_real)

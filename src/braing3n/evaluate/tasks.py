@@ -149,8 +149,12 @@ def run_panel(manifest: pd.DataFrame, embeddings: dict[str, dict[str, np.ndarray
                     if why:
                         rows.append({**row, "status": "skipped", "reason": why})
                         continue
-                    res = run_probe(xv, units["y"].to_numpy(), units["subject_id"].to_numpy(), task.kind,
-                                    n_splits=n_splits, seed=seed, n_boot=n_boot)
+                    try:
+                        res = run_probe(xv, units["y"].to_numpy(), units["subject_id"].to_numpy(), task.kind,
+                                        n_splits=n_splits, seed=seed, n_boot=n_boot)
+                    except ValueError as exc:  # e.g. a fold without a class: this probe fails, the panel goes on
+                        rows.append({**row, "status": "failed", "reason": str(exc).splitlines()[0]})
+                        continue
                     rows.append({**row, "status": "ok", "reason": "", **_metric_cols(res)})
                     preds.append(_prediction_frame(res, units, base, vname))
     table = pd.DataFrame(rows)
