@@ -2,11 +2,23 @@
 # train_dit / train_dit_long: flow-matching DiTs on the tokenizer latents (GPU jobs);
 # generate_arm: samples per condition arm of config generate.arms; forecast_demo: one held-out baseline.
 
+import json
+import sys
+
 GEN = config["generate"]
 DIT_DIR = GEN["model_dir"] or L.model_dir("dit")
 DIT_LONG_DIR = GEN["long_model_dir"] or L.model_dir("dit_long")
 TOKENIZER_DIR = GEN["tokenizer_dir"] or L.model_dir("decoder")
 EMBEDDINGS = [f"{R}/embeddings/{c}.npz" for c in COHORTS]
+DIT_LAUNCH = f"{sys.executable} -m braing3n.train.launch --"  # all GPUs of the allocation (DDP)
+
+
+def _gen_settings(*train_keys, arm=None):
+    """Config a generator rule depends on (params rerun trigger)."""
+    part = {"seed": config.get("seed"), "train": {k: config["train"].get(k) for k in train_keys}}
+    if arm is not None:
+        part["generate"] = {k: v for k, v in GEN.items() if k != "arms"} | {"arm": GEN["arms"].get(arm)}
+    return json.dumps(part, sort_keys=True, default=str)
 
 
 wildcard_constraints:
@@ -23,13 +35,14 @@ rule train_dit:
         f"{R}/logs/train_dit.log",
     params:
         out=DIT_DIR,
+        settings=_gen_settings("engine", "dit"),
     threads: 8
     resources:
         gpu=1,
         mem_mb=64000,
         runtime=2880,
     shell:
-        "{BRAING3N} train dit {CONFIGFILES} --out {params.out} > {log} 2>&1"
+        f"{DIT_LAUNCH} {BRAING3N} train dit {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
 
 
 rule train_dit_long:
@@ -43,13 +56,14 @@ rule train_dit_long:
         f"{R}/logs/train_dit_long.log",
     params:
         out=DIT_LONG_DIR,
+        settings=_gen_settings("engine", "dit_long"),
     threads: 8
     resources:
         gpu=1,
         mem_mb=64000,
         runtime=1440,
     shell:
-        "{BRAING3N} train dit-long {CONFIGFILES} --out {params.out} > {log} 2>&1"
+        f"{DIT_LAUNCH} {BRAING3N} train dit-long {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
 
 
 rule generate_arm:
@@ -63,6 +77,7 @@ rule generate_arm:
     params:
         model=DIT_DIR,
         tokenizer=TOKENIZER_DIR,
+        settings=lambda wc: _gen_settings(arm=wc.arm),
     threads: 2
     resources:
         gpu=1,
@@ -86,6 +101,7 @@ rule forecast_demo:
     params:
         model=DIT_LONG_DIR,
         tokenizer=TOKENIZER_DIR,
+        settings=_gen_settings(arm=None) + json.dumps({k: GEN[k] for k in ("forecast_years", "forecast_n", "steps")}),
     threads: 2
     resources:
         gpu=1,
