@@ -71,3 +71,27 @@ def config_hash(config: dict, sections: list[str] | None = None) -> str:
     part = config if sections is None else {k: config.get(k) for k in sections}
     blob = json.dumps(part, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_configs(paths: list[str]) -> dict:
+    """Several ``--configfile`` YAMLs merged as Snakemake merges them (later wins, nested dicts
+    merged), then validated with defaults. One path is just :func:`load_config`."""
+    if len(paths) == 1:
+        return load_config(paths[0])
+    merged: dict = {}
+    for path in paths:
+        try:
+            with open(path) as fh:
+                merged = _merge(merged, yaml.safe_load(fh) or {})
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return validate_config(merged, source=" + ".join(str(p) for p in paths))

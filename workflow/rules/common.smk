@@ -1,14 +1,36 @@
 # Shared helpers: cohorts, the scan list per cohort, output paths. No rules here.
 import os
 
+import yaml
+
 from braing3n.metadata.discover import discover_scans, load_mapping
 from braing3n.paths import Layout
 
 R = config["results"]
 L = Layout(R)
 BRAING3N = "braing3n"  # the console script of the installed package
-# Every CLI call gets the same config file(s) Snakemake was given (the default template otherwise).
-CONFIGFILES = " ".join(f"--configfile {f}" for f in (workflow.configfiles or ["config/config.yaml"]))
+
+
+def _effective_config_file():
+    """The validated config as Snakemake sees it (config files merged, --config overrides applied,
+    defaults filled), written under the results root only when it changed, so every CLI call
+    sees exactly what the DAG was built from without touching file times on an unchanged rerun."""
+    path = os.path.join(R, ".braing3n", "config.yaml")
+    text = yaml.safe_dump(config, sort_keys=True)
+    try:
+        with open(path) as fh:
+            if fh.read() == text:
+                return path
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        fh.write(text)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+CONFIGFILES = f"--configfile {_effective_config_file()}"
 
 COHORTS = {name: spec for name, spec in config["cohorts"].items() if spec.get("enabled", True)}
 
