@@ -254,3 +254,35 @@ def test_bad_specs_fail_clearly(tmp_path):
         plan_cohort("phantommem", bad, cfg)
     path, _ = _write_config(tmp_path)
     assert cli(["phantom", "--configfile", str(path), "--cohort", "phantommem", "--subjects", "999_S_9999"]) == 1
+
+
+def test_load_truth_resolves_paths(cohorts):
+    from braing3n.phantom.truth import load_truth
+
+    root, cfg, plans = cohorts
+    plan = plans["phantomonc"]
+    ref = plan.scans[0]
+    t = load_truth(plan.root, ref)
+    assert Path(t["image"]) == Path(ref.path).resolve() and Path(t["labels"]).exists()
+    assert t["atlas_to_native"].shape == (4, 4)
+    assert load_truth(Path(plan.root) / "derivatives/truth" / Path(t["brainmask"]).name.replace(
+        "_brainmask.nii.gz", "_truth.json"))["subject"] == ref.subject
+
+
+def test_vendor_contrast_and_pd_iron_signal():
+    from braing3n.phantom import scanner
+
+    ctx = anatomy.atlas_context()
+    anat = anatomy.session_anatomy(None, {"sulcal_mm": 0.5, "ventricle_mm": 1.0, "medial_temporal_mm": 0.0}, 0)
+    wm = ctx.full(anat.wm > 0.9)
+    gm = ctx.full(anat.gm > 0.9)
+    ratio = {}
+    for vendor, k in (("Siemens", {"csf": 1.0, "gm": 1.0}), ("GE", {"csf": 0.85, "gm": 1.06})):
+        img = scanner.intensity_volume(ctx, anat, "T1", None, False, k)
+        ratio[vendor] = img[gm].mean() / img[wm].mean()
+    assert ratio["GE"] < ratio["Siemens"] - 0.015  # more grey/white contrast on the GE sequence
+    roi = ctx.full(ctx.pd_weight > 0.99) & (gm | wm)
+    plain = scanner.intensity_volume(ctx, anat, "T2", None, False)
+    pd = scanner.intensity_volume(ctx, anat, "T2", None, True)
+    assert pd[roi].mean() < 0.8 * plain[roi].mean() and np.allclose(pd[~ctx.full(ctx.pd_weight > 0)],
+                                                                    plain[~ctx.full(ctx.pd_weight > 0)])

@@ -27,6 +27,10 @@ MEDIAL_TEMPORAL = [((93.0, 128.0, 50.0), (9.0, 20.0, 9.0)), ((147.0, 128.0, 50.0
 BASAL_GANGLIA = [((96.0, 110.0, 75.0), (6.0, 13.0, 9.0)), ((144.0, 110.0, 75.0), (6.0, 13.0, 9.0)),
                  ((112.0, 130.0, 55.0), (4.0, 6.0, 4.0)), ((128.0, 130.0, 55.0), (4.0, 6.0, 4.0))]
 DEFORM_STEP = 4  # mm between stored deformation samples (upsampled from a 24 mm control grid)
+# Sex dimorphism that survives affine normalisation: one fixed affine-free shape pattern,
+# added with +SEX_SHAPE_MM RMS for men and -SEX_SHAPE_MM for women.
+SEX_SHAPE_MM = 1.5
+SEX_SHAPE_SEED = 20100798
 
 
 @dataclass
@@ -202,3 +206,20 @@ def deformation_field(seed: int, rms_mm: float, brain: np.ndarray) -> np.ndarray
     rms = np.sqrt((u[inside] ** 2).sum(1).mean())
     u *= rms_mm / max(rms, 1e-9)
     return u.T.reshape(3, *fine_shape).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _sex_shape() -> np.ndarray:
+    ctx = atlas_context()
+    return deformation_field(SEX_SHAPE_SEED, 1.0, ctx.full(ctx.brain))
+
+
+def subject_deformation(seed: int, rms_mm: float, sex: str) -> tuple[np.ndarray, float]:
+    """Random affine-free deformation + the sex shape pattern; returns (field, its RMS in the brain, mm)."""
+    ctx = atlas_context()
+    brain = ctx.full(ctx.brain)
+    disp = deformation_field(seed, rms_mm, brain) + (SEX_SHAPE_MM if sex == "M" else -SEX_SHAPE_MM) * _sex_shape()
+    pts = np.stack(np.meshgrid(*(np.arange(n) * DEFORM_STEP for n in disp.shape[1:]), indexing="ij"))
+    inside = ndi.map_coordinates(brain.astype(np.float32), pts.reshape(3, -1), order=0) > 0
+    rms = float(np.sqrt((disp.reshape(3, -1)[:, inside] ** 2).sum(0).mean()))
+    return disp.astype(np.float32), rms

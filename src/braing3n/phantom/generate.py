@@ -77,7 +77,7 @@ def generate_subject(plan: CohortPlan, sub: SubjectPlan, log=print) -> list[str]
     ctx = anatomy.atlas_context()
     root = Path(plan.root)
     s = plan.settings
-    disp = anatomy.deformation_field(sub.seed, float(s["deformation_mm"]), ctx.full(ctx.brain))
+    disp, disp_rms = anatomy.subject_deformation(sub.seed, float(s["deformation_mm"]), sub.sex)
     written = []
     for ses in sub.sessions:
         t0 = time.perf_counter()
@@ -88,7 +88,8 @@ def generate_subject(plan: CohortPlan, sub: SubjectPlan, log=print) -> list[str]
             t1 = time.perf_counter()
             a2n = scanner.placement(ctx.centre_world, sub.head_scale, sc.rotation_deg, sc.translation_mm)
             shape, naff = scanner.native_grid(sc.orientation, sc.voxel_size)
-            atlas_img = scanner.intensity_volume(ctx, anat, sc.ref.modality, sub.tumour, sub.diagnosis == "PD")
+            atlas_img = scanner.intensity_volume(ctx, anat, sc.ref.modality, sub.tumour, sub.diagnosis == "PD",
+                                                 sub.contrast)
             thick = max(sc.voxel_size) >= 2 * min(sc.voxel_size)
             clean, labels = scanner.sample_scan(atlas_img, atlas_labels, shape, naff, a2n, disp, thick)
             bias = scanner.bias_field(shape, naff, sub.bias_strength, sc.seed)
@@ -96,7 +97,9 @@ def generate_subject(plan: CohortPlan, sub: SubjectPlan, log=print) -> list[str]
             img = scanner.add_noise(clean * bias * level, sub.noise_sigma * level, sc.seed + 1)
             brainmask = ((labels >= 1) & (labels <= 6)).astype(np.uint8)
             extra = {"volumes_ml": volumes, "noise_sigma_abs": round(sub.noise_sigma * level, 4),
-                     "deformation_rms_mm": float(s["deformation_mm"]), "clinical": {**sub.clinical, **ses.clinical}}
+                     "deformation_rms_mm": round(disp_rms, 4), "contrast": sub.contrast,
+                     "sex_shape_mm": anatomy.SEX_SHAPE_MM * (1 if sub.sex == "M" else -1),
+                     "clinical": {**sub.clinical, **ses.clinical}}
             truth = scan_truth(plan, sub, ses, sc, shape, naff, a2n, extra)
             outputs = {
                 Path(sc.ref.path): nifti_bytes(_storage(img, sc.dtype), naff, sc.dtype),

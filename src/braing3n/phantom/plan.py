@@ -42,6 +42,11 @@ TUMOUR_DIAGNOSES = ("GBM", "glioma_other")
 SITES = [(941, "Siemens", 3.0, "int16"), (23, "GE", 3.0, "int16"), (127, "Philips", 3.0, "float32"),
          (16, "Siemens", 1.5, "int16"), (5, "GE", 1.5, "int16"), (130, "Philips", 1.5, "float32")]
 VISITS = {"m12": 12, "m24": 24, "m36": 36}
+# Sequence/vendor contrast: multipliers on the CSF and GM intensities (white matter = reference),
+# so the vendor stays visible after intensity normalisation, as with real MPRAGE vs IR-SPGR.
+VENDOR_CONTRAST = {"Siemens": {"csf": 1.0, "gm": 1.0}, "GE": {"csf": 0.85, "gm": 1.06},
+                   "Philips": {"csf": 1.15, "gm": 0.95}}
+LOW_FIELD_GM = 0.92  # 1.5 T: a little less grey/white contrast
 ORIENTATION_CODES = {"R", "L", "A", "P", "S", "I"}
 
 
@@ -91,6 +96,7 @@ class SubjectPlan:
     seed: int
     tumour: dict | None
     clinical: dict  # per-subject columns (APOE4, grade, MGMT, ...)
+    contrast: dict  # site sequence contrast: multipliers on CSF and GM distance from white matter
     sessions: list[SessionPlan] = field(default_factory=list)
 
 
@@ -173,14 +179,15 @@ DEFAULT_SHARED = {"seed": 0, "max_rotation_deg": 15.0, "max_translation_mm": 15.
                   "bias_strength_max": 0.25, "noise_min": 0.01, "noise_max": 0.04, "atrophy_scale": 1.0}
 
 
-def atrophy_for(age: float, diagnosis: str, years_since_baseline: float, scale: float) -> dict:
-    """Planted atrophy (mm of tissue turned into CSF): age-driven, faster and medial-temporal for MCI/AD."""
+def atrophy_for(age: float, diagnosis: str, years_since_baseline: float, scale: float, sex: str = "F") -> dict:
+    """Planted atrophy (mm of tissue turned into CSF): age-driven, faster and medial-temporal for MCI/AD.
+    Men get 0.4 mm wider ventricles at any age (a sex effect that survives affine normalisation)."""
     years = max(0.0, age - 40.0)
     base = {"MCI": (0.15, 0.5, 1.0), "AD": (0.35, 1.2, 2.0)}.get(diagnosis, (0.0, 0.0, 0.0))
     speed = {"MCI": (0.03, 0.15, 0.2), "AD": (0.06, 0.3, 0.4)}.get(diagnosis, (0.0, 0.0, 0.0))  # extra mm/year
     fu = years_since_baseline
     return {"sulcal_mm": round(scale * (0.022 * years + base[0] + speed[0] * fu), 4),
-            "ventricle_mm": round(scale * (0.06 * years + base[1] + speed[1] * fu), 4),
+            "ventricle_mm": round(scale * (0.06 * years + base[1] + speed[1] * fu) + (0.4 if sex == "M" else 0.0), 4),
             "medial_temporal_mm": round(scale * (base[2] + speed[2] * fu), 4)}
 
 
@@ -201,6 +208,11 @@ def _tumour(rng: np.random.Generator, diagnosis: str) -> dict:
             "core_radius_mm": round(radius, 2), "oedema_radius_mm": round(radius * rng.uniform(1.1, 1.25), 2),
             "enhancing": False, "enhancement": round(rng.uniform(0.0, 0.15), 3), "mismatch": True,
             "mass_effect": 0.15}
+
+
+def _site_contrast(vendor: str, field_t: float) -> dict:
+    gm = VENDOR_CONTRAST[vendor]["gm"] * (LOW_FIELD_GM if field_t < 2 else 1.0)
+    return {"csf": VENDOR_CONTRAST[vendor]["csf"], "gm": round(gm, 4)}
 
 
 def _clinical_subject(rng, style: str, diagnosis: str) -> dict:
@@ -272,7 +284,8 @@ def plan_cohort(name: str, cohort_cfg: dict, config: dict) -> CohortPlan:
                           intensity_scale=round(site_fx[site_i]["scale"], 2),
                           noise_sigma=round(site_fx[site_i]["noise"] * (1.5 if field_t < 2 else 1.0), 4),
                           bias_strength=round(site_fx[site_i]["bias"], 4), seed=int(rng.integers(2**31)),
-                          tumour=tumour, clinical=_clinical_subject(rng, style, dx))
+                          tumour=tumour, clinical=_clinical_subject(rng, style, dx),
+                          contrast=_site_contrast(vendor, field_t))
         visits = [("bl", 0)]
         if idx in longitudinal:
             n_fu = int(rng.integers(1, s["max_followups"] + 1))
@@ -286,7 +299,7 @@ def plan_cohort(name: str, cohort_cfg: dict, config: dict) -> CohortPlan:
             session_raw = viscode if style == "adni" else STYLES[style]["session_default"]
             ses = SessionPlan(session_raw=session_raw, session=bids_label(session_raw), months=months,
                               age=round(age, 3), exam_date=date.isoformat(),
-                              atrophy=atrophy_for(age, dx, (date - baseline).days / 365.25, s["atrophy_scale"]),
+                              atrophy=atrophy_for(age, dx, (date - baseline).days / 365.25, s["atrophy_scale"], sex),
                               clinical=_clinical_visit(rng, dx, months) if style == "adni" else {})
             # Each session: a new head position; each scan: a little extra motion.
             if months:

@@ -100,10 +100,14 @@ def atlas_coords(shape, native_affine, atlas_to_native, disp: np.ndarray | None)
 
 
 def intensity_volume(ctx: AtlasContext, anat: SessionAnatomy, modality: str, tumour: dict | None,
-                     pd: bool) -> np.ndarray:
-    """Noise-free atlas-space image of one modality (white matter ~ 1)."""
+                     pd: bool, contrast: dict | None = None) -> np.ndarray:
+    """Noise-free atlas-space image of one modality (white matter ~ 1); ``contrast`` scales CSF/GM (site)."""
     c = CONTRAST[modality]
-    img = c[0] * anat.csf + c[1] * anat.gm + c[2] * anat.wm
+    k = contrast or {"csf": 1.0, "gm": 1.0}
+    # Contrast multipliers act on the distance from white matter, so they change contrast, not level.
+    csf_level = c[2] + (c[0] - c[2]) * k["csf"]
+    gm_level = c[2] + (c[1] - c[2]) * k["gm"]
+    img = csf_level * anat.csf + gm_level * anat.gm + c[2] * anat.wm
     if anat.core is not None:
         core = IDH_MUTANT_CORE[modality] if tumour and tumour.get("mismatch") else c[3]
         rim = c[4] + (CONTRAST_UPTAKE * tumour["enhancement"] if modality == "T1c" else 0.0)
