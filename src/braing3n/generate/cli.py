@@ -75,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
 def load_optional_config(paths: list[str] | None) -> dict | None:
     if not paths:
         return None
-    from braing3n.train.cli import load_configs
+    from braing3n.config import load_configs
 
     return load_configs(paths)
 
