@@ -1,6 +1,7 @@
 """`braing3n store`: write one cohort's model-input store, incrementally.
 
-Input: the cohort's QC table (``status`` ok|failed, ``scan_id``, the atlas-space volume path)
+Input: the cohort's QC table (``status`` ok|failed, ``scan_id``, ``volume``: the atlas-space NIfTI;
+``outlier`` scans are dropped only with ``store.exclude_outliers``)
 and optionally its metadata partition (adds ``subject_id``). Output, in the index's folder:
 ``{scan_id}.npy`` (float16, 160x192x160, C order, read with ``np.load(mmap_mode='r')``) and
 ``index.parquet``: scan_id, cohort, subject_id, path (relative to the index folder), shape,
@@ -32,7 +33,7 @@ from braing3n.atlas import to_lps_grid
 from braing3n.data.geometry import MODEL_SHAPE, crop_to_model
 
 # QC-table column holding the atlas-space volume, first match wins (the preprocess stage names it).
-PATH_COLUMNS = ("atlas_path", "volume", "output", "image", "path")
+PATH_COLUMNS = ("volume", "atlas_path", "output", "image", "path")
 FP16_SAFE = 32768.0  # keep values well below float16's max (65504)
 
 
@@ -101,7 +102,7 @@ def _unchanged(old: pd.Series, source: str, npy: Path) -> bool:
 
 
 def build_store(qc_table: str | Path, index_path: str | Path, cohort: str, metadata: str | Path | None = None,
-                workers: int = 1, provenance: dict | None = None) -> pd.DataFrame:
+                workers: int = 1, provenance: dict | None = None, exclude_outliers: bool = False) -> pd.DataFrame:
     """Write/refresh the store of one cohort; returns the index (also written to ``index_path``)."""
     qc_table, index_path = Path(qc_table), Path(index_path)
     qc = pd.read_parquet(qc_table)
@@ -125,6 +126,8 @@ def build_store(qc_table: str | Path, index_path: str | Path, cohort: str, metad
                 "source_mtime": -1, "source_size": -1, "n_brain": -1}  # ints, never NaN (ns mtimes need int64)
         if rec.status != "ok":
             rows.append({**base, "status": "failed", "reason": f"preprocessing QC status {rec.status!r}"})
+        elif exclude_outliers and bool(getattr(rec, "outlier", False)):
+            rows.append({**base, "status": "failed", "reason": "QC outlier (store.exclude_outliers)"})
         elif sid in old.index and _unchanged(old.loc[sid], source, store_dir / base["path"]):
             prev = old.loc[sid]
             rows.append({**base, **{k: prev[k] for k in old.columns
@@ -203,7 +206,8 @@ def main(argv: list[str]) -> int:
     meta = meta if Path(meta).exists() else None
     workers = args.workers or config.get("store", {}).get("workers", 1)
     try:
-        index = build_store(qc, args.out, args.cohort, meta, workers, provenance(config))
+        index = build_store(qc, args.out, args.cohort, meta, workers, provenance(config),
+                            exclude_outliers=config.get("store", {}).get("exclude_outliers", False))
     except (ValueError, FileNotFoundError) as exc:
         print(f"braing3n store: {exc}", file=sys.stderr)
         return 1
