@@ -1,5 +1,7 @@
 # Shared helpers: cohorts, the scan list per cohort, output paths. No rules here.
 import os
+import shutil
+import sys
 
 import yaml
 
@@ -8,7 +10,9 @@ from braing3n.paths import Layout
 
 R = config["results"]
 L = Layout(R)
-BRAING3N = "braing3n"  # the console script of the installed package
+# The console script of the installed package: from PATH (conda envs, activated venvs), else the
+# one beside the Python running Snakemake (`.venv/bin/snakemake` called without activating).
+BRAING3N = "braing3n" if shutil.which("braing3n") else os.path.join(os.path.dirname(sys.executable), "braing3n")
 
 
 def _effective_config_file():
