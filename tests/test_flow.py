@@ -84,3 +84,22 @@ def test_time_samplers_and_errors():
         flow.sample_time(3, "cosine")
     with pytest.raises(ValueError, match="unknown solver"):
         flow.integrate(lambda x, t: x, torch.zeros(2), 3, "rk4")
+
+
+def test_same_path_as_monai_rflow_scheduler_with_opposite_velocity_sign():
+    """MONAI's RFlowScheduler uses the same straight path (t = timestep / 1000) but v = x1 - eps:
+    our Euler step with v equals its step with model_output = -v."""
+    from monai.networks.schedulers import RFlowScheduler
+
+    g = torch.Generator().manual_seed(0)
+    x1, eps = torch.randn(2, 1, 4, 4, 4, generator=g), torch.randn(2, 1, 4, 4, 4, generator=g)
+    sched = RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=False)
+    ts = torch.tensor([300.0, 800.0])
+    assert torch.allclose(sched.add_noise(x1, eps, ts), flow.interpolate(x1, eps, ts / 1000), atol=1e-6)
+    sched.set_timesteps(num_inference_steps=4)
+    x, v = eps.clone(), flow.target_velocity(x1, eps)
+    t_cur, t_next = sched.timesteps[0], sched.timesteps[1]
+    monai_next, _ = sched.step(-v, t_cur, x, t_next)
+    ours = flow.integrate(lambda x_, t_: v, x, steps=4, solver="euler")  # constant field: 4 equal steps
+    assert torch.allclose(monai_next, x - 0.25 * v, atol=1e-6)
+    assert torch.allclose(ours, x1, atol=1e-5)  # the exact straight-path field lands on the data

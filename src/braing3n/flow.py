@@ -9,6 +9,10 @@ Convention (rectified flow, as in the BrainG3N paper and SiT):
     Sampling integrates dx/dt = v from t = 1 (noise) down to t = 0 (data).
 Classifier-free guidance: v = v_u + w * (v_c - v_u); w = 1 is the conditional model,
 w = 0 the unconditional one; both halves go through ONE batched forward.
+
+MONAI's RFlowScheduler walks the same path (t = timestep / 1000) with the opposite velocity
+sign (x1 - eps) and Euler steps on 4D/5D images only; we need Heun, CFG and token sequences,
+so the integrator lives here (tests/test_flow.py checks the two agree).
 """
 
 from __future__ import annotations
