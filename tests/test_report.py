@@ -54,6 +54,7 @@ def _run_eval(tmp_path: Path, root: Path) -> None:
                           "--figure", str(root / "figures/probes.png")]) == 0
 
 
+@pytest.mark.slow
 def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     root = _results(tmp_path)
     _run_eval(tmp_path, root)

@@ -170,6 +170,9 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
     from braing3n.generate.sampler import load_generator, sample_latents
 
     ev, g = config["evaluate"], config["evaluate"]["guidance"]
+    if float(ev["fid"]["cfg_scale"]) not in [float(x) for x in g["scales"]]:
+        raise ValueError(f"evaluate.fid.cfg_scale={ev['fid']['cfg_scale']} is not one of evaluate.guidance.scales "
+                         f"{g['scales']}; FID and the sample mosaic use those samples")
     lay = layout(config)
     gen = load_generator(lay.model_dir("dit"), device_of(config))
     real, lat = real_latents(config)
@@ -256,6 +259,9 @@ def run_fid(config: dict, samples_path: str, out_table: str) -> None:
 
     samples, gen_lat = load_samples(samples_path)
     keep = (samples["cfg_scale"] == float(f["cfg_scale"])).to_numpy()
+    if not keep.any():
+        raise ValueError(f"{samples_path}: no samples at evaluate.fid.cfg_scale={f['cfg_scale']} "
+                         f"(scales present: {sorted(set(samples['cfg_scale']))})")
     samples, gen_lat = samples[keep].reset_index(drop=True), gen_lat[keep]
     real, real_lat = real_latents(config)
     index = read_index([layout(config).store_index(c) for c in cohorts(config)])
