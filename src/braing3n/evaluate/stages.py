@@ -85,8 +85,11 @@ def run_probes(config: dict, encoder: str, embeddings: list[str], out_table: str
     n_ok = int((table["status"] == "ok").sum()) if len(table) else 0
     write_table(table, out_table, provenance(config, seed=config["seed"], scans=len(manifest), tasks=len(panel),
                                              probes_ok=n_ok))
-    Path(out_predictions).parent.mkdir(parents=True, exist_ok=True)
-    pred.to_parquet(out_predictions, index=False)
+    out_predictions = Path(out_predictions)
+    out_predictions.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_predictions.with_name(".tmp." + out_predictions.name)
+    pred.to_parquet(tmp, index=False)
+    tmp.replace(out_predictions)
 
 
 def run_compare(config: dict, reference: str, predictions: list[str], probe_tables: list[str], out_table: str,
