@@ -339,6 +339,9 @@ def run_longitudinal(config: dict, out_table: str, out_pairs_table: str) -> None
     for i in range(n):
         row = pairs.iloc[i]
         conds = {k: row[c] for k, c in names.items() if k in gen.conditions and c in row and pd.notna(row[c])}
+        # a value the model never saw in training is passed as unknown rather than failing the pair
+        conds = {k: v for k, v in conds.items()
+                 if k not in gen.vocab.categorical or str(v).strip() in gen.vocab.categorical[k]}
         ctx = torch.from_numpy(pairs_set.baseline[i][None])
         forecasts.append(sample_latents(gen, conds, 1, cfg_scale=lo["cfg_scale"], steps=lo["steps"],
                                         solver=ev["guidance"]["solver"], seed=config["seed"] + i,
