@@ -84,6 +84,23 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     assert str(out) in printed and "4 CSV" in printed
 
 
+def test_report_includes_qc_tables_and_montage(tmp_path):
+    from braing3n.provenance import write_table
+    from braing3n.report import build_report
+
+    root = tmp_path / "r"
+    write_table(pd.DataFrame({"scan_id": ["a"], "brain_dice": [0.93]}), root / "qc" / "c1_qc.csv", {"git_commit": "x"})
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.imsave(root / "qc" / "c1_qc_montage.png", np.zeros((8, 8)))
+    page = build_report({"results": str(root)}, root / "report" / "index.html").read_text()
+    assert "Quality control" in page and 'href="../qc/c1_qc.csv"' in page and "QC: c1_qc_montage" in page
+    assert "0.93" in page
+
+
 def test_missing_manifest_is_a_one_line_error(tmp_path, capsys):
     root = _results(tmp_path)
     (root / "metadata" / "manifest.parquet").unlink()

@@ -135,6 +135,13 @@ def build_report(config: dict, out: str | Path) -> Path:
         for n in rest:
             df, prov = read_table(tables / f"{n}.csv")
             parts.append(_table_html(n, df, prov, rep.get("max_rows", 200), rel))
+    qc = sorted((root / "qc").glob("*.csv"))
+    if qc:
+        parts.append("<h2>Quality control</h2>")
+        qc_rel = rel.rsplit("/", 1)[0] + "/qc" if "/" in rel else str((root / "qc").resolve())
+        for path in qc:
+            df, prov = read_table(path)
+            parts.append(_table_html(path.stem, df, prov, rep.get("max_rows", 200), qc_rel))
     figs = figures(root)
     if figs:
         parts.append("<h2>Figures</h2>" + "".join(_img(p, t) for p, t in figs))
