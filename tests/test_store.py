@@ -89,6 +89,12 @@ def test_store_build_incremental_and_failures(tmp_path):
     assert sorted(p.name for p in out.parent.glob("*.npy")) == ["c_b.npy"]
     ok = read_index([out])
     assert list(ok.scan_id) == ["c_b"] and os.path.isabs(ok.path[0])
+    # QC outliers stay in by default and leave with store.exclude_outliers
+    qc["outlier"] = qc.scan_id == "c_b"
+    qc.to_parquet(tmp_path / "qc.parquet")  # c_a is back, c_b is an outlier
+    index = build_store(tmp_path / "qc.parquet", out, "c", exclude_outliers=True)
+    assert index.set_index("scan_id").loc["c_b", "reason"].startswith("QC outlier")
+    assert sorted(p.name for p in out.parent.glob("*.npy")) == ["c_a.npy"]
 
 
 def test_zscore_brain_only():

@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--decoder-batch", type=int, default=None, help="decoder batch (GPU 8, CPU 1)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (GPU 20, CPU 2)")
     p.add_argument("--workers", default=None, help="loader worker counts (GPU 0,4,8,16; CPU 0,2)")
-    p.add_argument("--store-volumes", type=int, default=None, help="synthetic store size (GPU 256, CPU 8)")
+    p.add_argument("--store-volumes", type=int, default=None, help="synthetic store size (GPU 128, CPU 8)")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-monai", action="store_true")
     p.add_argument("--anchor", default=None, help="path of gpu_anchor.py, run as the reference")
@@ -190,6 +190,7 @@ def main(argv: list[str]) -> int:
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     presets = [args.preset] if args.preset else (["vitb", "paper"] if gpu else ["tiny"])
     batches = [int(b) for b in (args.batches or ("32,128" if gpu else "2")).split(",")]
     steps, warm = args.steps or (20 if gpu else 2), 5 if gpu else 1
@@ -210,7 +211,7 @@ def main(argv: list[str]) -> int:
     if compile_:
         rows.append({**bench_decoder(mae_cfg, dec_preset, db, device, True, steps, warm + 3), "preset": presets[0]})
     with tempfile.TemporaryDirectory(prefix="braing3n-bench-") as tmp:
-        ds = make_store(Path(tmp), args.store_volumes or (256 if gpu else 8))
+        ds = make_store(Path(tmp), args.store_volumes or (128 if gpu else 8))
         workers = [int(w) for w in (args.workers or ("0,4,8,16" if gpu else "0,2")).split(",")]
         b = batches[0]
         for w in workers:

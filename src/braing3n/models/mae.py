@@ -136,7 +136,8 @@ class MAEEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
 
     def embed(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.patch_embed(patches) + self.pos_embed
+        x = self.patch_embed(patches)
+        return x + self.pos_embed.to(x.dtype)  # stay in bf16 under autocast
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """Prepend CLS, run the blocks, norm: [B, n, D] -> [B, 1 + n, D]."""
@@ -196,7 +197,8 @@ class MAE(nn.Module):
         latent = self.encoder.run(x)[:, 1:]
         y = self.dec_embed(latent)
         full = torch.cat([y, self.mask_token.to(y.dtype).expand(b, n - y.shape[1], -1)], dim=1)
-        full = torch.gather(full, 1, ids_restore[..., None].expand(-1, -1, y.shape[-1])) + self.dec_pos_embed
+        full = torch.gather(full, 1, ids_restore[..., None].expand(-1, -1, y.shape[-1]))
+        full = full + self.dec_pos_embed.to(full.dtype)
         for blk in self.dec_blocks:
             full = blk(full)
         pred = self.dec_pred(self.dec_norm(full))

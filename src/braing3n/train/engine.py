@@ -192,6 +192,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None =
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed volume shapes: pick the fastest conv kernels once
 
     model = task.build_model().to(device)
     _seed_all(cfg.seed * 1000 + di.rank)  # per-rank stream for masking/noise inside loss()
