@@ -75,6 +75,7 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     assert "Honest check" in page and "data:image/png;base64" in page and "probes_mae" in page
     check = pd.read_csv(root / "report" / "honest_check.csv")
     assert check["passed"].all() and len(check) == 2
+    assert check["paired_bootstrap"].tolist() == ["win", "win"]
     again = out.read_bytes()
     assert report_main(["--configfile", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
     assert out.read_bytes() == again

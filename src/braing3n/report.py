@@ -61,13 +61,20 @@ def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit"
     rows = []
     probes = [read_table(p)[0] for p in sorted(tables.glob("probes_*.csv"))]
     probes = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame()
+    cmp_path = tables / "encoder_comparison.csv"
+    cmp = read_table(cmp_path)[0] if cmp_path.exists() else pd.DataFrame()
     for task, metric in (("sex", "auroc"), ("age", "pearson_r")):
         if probes.empty:
             break
         ref, flo = _pick(probes, reference, task, metric), _pick(probes, floor, task, metric)
         ok = bool(np.isfinite(ref) and np.isfinite(flo) and ref > flo)
+        verdict = ""
+        if len(cmp) and "versus" in cmp:
+            hit = cmp[(cmp["task"] == task) & (cmp["versus"] == floor) & (cmp["view"] == "pooled")
+                      & (cmp["feature"] == "mean")]
+            verdict = str(hit["verdict"].iloc[0]) if len(hit) else ""
         rows.append({"check": f"{task} {metric}: {reference} above {floor}", "value": ref, "reference": flo,
-                     "passed": ok})
+                     "passed": ok, "paired_bootstrap": verdict})
     gpath = tables / "guidance.csv"
     if gpath.exists():
         g, _ = read_table(gpath)
@@ -78,8 +85,8 @@ def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit"
             # chance = 1 / number of requested values (accuracy); no correlation (Pearson r)
             chance = 1.0 / float(grp["n_values"].iloc[0]) if metric == "accuracy" else 0.0
             rows.append({"check": f"generated samples follow requested {name} (best {metric} over scales)",
-                         "value": best, "reference": chance, "passed": bool(best > chance)})
-    return pd.DataFrame(rows, columns=["check", "value", "reference", "passed"])
+                         "value": best, "reference": chance, "passed": bool(best > chance), "paired_bootstrap": ""})
+    return pd.DataFrame(rows, columns=["check", "value", "reference", "passed", "paired_bootstrap"])
 
 
 def _img(path: Path, title: str) -> str:

@@ -77,11 +77,15 @@ def summary_line(comparison: pd.DataFrame, reference: str, feature: str = "mean"
     sub = comparison[comparison["feature"] == feature]
     if sub.empty:
         return f"{reference}: no comparable tasks ({feature} features)"
-    verdicts = {}
+    verdicts, counts = {}, {"win": 0, "tie": 0, "loss": 0}
     for task, grp in sub.groupby("task", sort=True):
         for view in ("pooled", "all", "T1", *sorted(grp["view"].unique())):
             if (grp["view"] == view).any():
-                verdicts[task] = bool((grp.loc[grp["view"] == view, "verdict"] != "loss").all())
+                v = grp.loc[grp["view"] == view, "verdict"]
+                verdicts[task] = bool((v != "loss").all())
+                for k in counts:
+                    counts[k] += int((v == k).sum())
                 break
     return (f"{reference} wins or ties on {sum(verdicts.values())} of {len(verdicts)} tasks"
-            f" ({feature} features, paired bootstrap 95%)")
+            f" ({feature} features, paired bootstrap 95%; comparisons won/tied/lost "
+            f"{counts['win']}/{counts['tie']}/{counts['loss']})")
