@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -150,3 +151,28 @@ def test_ddp_two_ranks_gloo(tmp_path):
     assert state["step"] == 4 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # per-rank RNG saved
     assert (tmp_path / "final.safetensors").exists()
+
+
+class SignalledTask(ToyTask):
+    """Sends itself SIGTERM (what SLURM does on pre-emption) during step ``at``."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def loss(self, model, batch, device):
+        self.calls += 1
+        if self.calls == self.at * 2:  # grad_accum = 2 micro-batches per step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().loss(model, batch, device)
+
+
+def test_sigterm_checkpoints_and_resumes(tmp_path):
+    with pytest.raises(SystemExit, match="stopped by signal at step 3"):
+        fit(SignalledTask(at=3), cfg(), tmp_path / "part")
+    assert ck.load_latest(tmp_path / "part" / "checkpoints")["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    fit(ToyTask(), cfg(), tmp_path / "part")
+    fit(ToyTask(), cfg(), tmp_path / "full")
+    a, b = load_file(tmp_path / "full" / "final.safetensors"), load_file(tmp_path / "part" / "final.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -21,7 +21,9 @@ import dataclasses
 import json
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ import torch
 
 from braing3n.train import checkpoint as ck
 from braing3n.train.checkpoint import load_weights
-from braing3n.train.distributed import barrier, gather_objects, init_distributed, unwrap
+from braing3n.train.distributed import any_rank, barrier, gather_objects, init_distributed, unwrap
 from braing3n.train.ema import EMA
 from braing3n.train.schedule import warmup_cosine
 
@@ -241,6 +243,8 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None =
         barrier()
 
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    stop_signal: dict[str, int | None] = {"n": None}
+    old_handlers = _catch_signals(stop_signal)
     metrics = _Metrics(out_dir, start, di.is_main)
     batches = iter(task.batches(di.rank, di.world, cfg.seed, start * cfg.grad_accum))
     bar = None
@@ -289,12 +293,40 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None =
             t0, seen, acc, last_log = time.perf_counter(), 0, {}, done
         if done % cfg.ckpt_every == 0 or done == end:
             save(done)
+        elif (di.world == 1 or done % 10 == 0) and any_rank(stop_signal["n"] is not None, device):
+            # pre-empted: keep the work done, exit non-zero so SLURM / snakemake rerun the job (the
+            # cross-rank check syncs the GPU, so DDP runs look every 10 steps)
+            save(done)
+            metrics.close()
+            _restore_signals(old_handlers)
+            raise SystemExit(f"engine: {task.name}: stopped by signal at step {done}; checkpoint written, "
+                             "rerun the same command to resume")
     metrics.close()
+    _restore_signals(old_handlers)
     if bar is not None:
         bar.close()
     if end < cfg.steps:
         return out_dir / "final.safetensors"
     return _release(task, model, ema, cfg, out_dir, di.is_main)
+
+
+# SLURM sends SIGTERM on pre-emption / time limit (SIGUSR1 with --signal=USR1@120): checkpoint, then exit.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def _catch_signals(flag: dict) -> dict:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        flag["n"] = signum
+
+    return {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
+
+
+def _restore_signals(old: dict) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
 
 
 def _release(task: Task, model: torch.nn.Module, ema: EMA | None, cfg: TrainConfig, out_dir: Path,
