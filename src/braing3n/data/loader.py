@@ -73,7 +73,8 @@ def train_batches(dataset: Dataset, batch_size: int, rank: int, world: int, seed
     cuda = torch.device(device).type == "cuda"
     loader = DataLoader(dataset, batch_sampler=_BatchStream(len(dataset), batch_size, rank, world, seed, start_step),
                         num_workers=num_workers, pin_memory=cuda, persistent_workers=num_workers > 0,
-                        prefetch_factor=4 if num_workers > 0 else None)
+                        # host memory in flight: 2 x workers x batch x 9.8 MB (shared memory, /dev/shm)
+                        prefetch_factor=2 if num_workers > 0 else None)
     yield from loader
 
 
