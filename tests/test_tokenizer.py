@@ -91,3 +91,25 @@ def test_reconstruction_nifti_overlays_input(trained, tmp_path):
     assert not (rec_brain & ~crop).any() and rec_brain.sum() > 0.5 * crop.sum()  # only inside the input's brain
     man = pd.read_parquet(root / "results" / "metadata" / "manifest.parquet")
     assert set(man.split) == {"train", "test"}
+
+
+def test_cli_export_and_reconstruct(trained, tmp_path):
+    """The commands the Snakemake rules run, on the fixture's trained tokenizer."""
+    import yaml
+
+    from braing3n.cli import main
+
+    config, root, _ = trained
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump({**config, "train": {"decoder": {"eval_max_scans": 1, "eval_nifti": 0,
+                                                                        "eval_batch_size": 1}}}))
+    res = root / "results"
+    assert main(["export", "--configfile", str(cfg_path), "--cohort", "phantom", "--out", str(tmp_path / "e.npz")]) == 0
+    assert np.load(tmp_path / "e.npz")["latent"].shape == (4, 1200, 32)
+    out = tmp_path / "tables" / "reconstruction.csv"
+    assert main(["reconstruct", "--configfile", str(cfg_path), "--out", str(out)]) == 0
+    table = pd.read_csv(out, comment="#")
+    assert list(table.scan_id) == ["phantom_sub-03_ses-bl_T1"]  # the held-out (test split) scan only
+    assert "provenance" in out.read_text() and (tmp_path / "tables" / "reconstruction_summary.csv").exists()
+    assert main(["export", "--configfile", str(cfg_path), "--cohort", "nosuch", "--out", str(tmp_path / "x.npz")]) == 1
+    assert (res / "models" / "decoder" / "config.json").exists()
