@@ -174,7 +174,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--preset", default=None, help="MAE preset (default: vitb and paper on GPU, tiny on CPU)")
     p.add_argument("--batches", default=None, help="MAE batch sizes (GPU 32,128; CPU 2)")
     p.add_argument("--decoder-batch", type=int, default=None, help="decoder batch (GPU 8, CPU 1)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (GPU 20, CPU 2)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (GPU 20, CPU 3)")
     p.add_argument("--workers", default=None, help="loader worker counts (GPU 0,4,8,16; CPU 0,2)")
     p.add_argument("--store-volumes", type=int, default=None, help="synthetic store size (GPU 128, CPU 8)")
     p.add_argument("--no-compile", action="store_true")
@@ -193,7 +193,7 @@ def main(argv: list[str]) -> int:
         torch.backends.cudnn.benchmark = True
     presets = [args.preset] if args.preset else (["vitb", "paper"] if gpu else ["tiny"])
     batches = [int(b) for b in (args.batches or ("32,128" if gpu else "2")).split(",")]
-    steps, warm = args.steps or (20 if gpu else 2), 5 if gpu else 1
+    steps, warm = args.steps or (20 if gpu else 3), 5 if gpu else 1
     compile_ = gpu and not args.no_compile
     rows = []
     for preset in presets:
