@@ -195,9 +195,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--metadata", default=None, help="metadata partition (default: the Layout path, if present)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: store.workers)")
     args = p.parse_args(argv)
+    from braing3n.config import load_configs
     from braing3n.paths import Layout
     from braing3n.provenance import provenance
-    from braing3n.train.cli import load_configs
 
     config = load_configs(args.configfile)
     layout = Layout(config["results"])

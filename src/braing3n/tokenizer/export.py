@@ -47,9 +47,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="{results}/embeddings/{cohort}.npz")
     p.add_argument("--model-dir", default=None, help="tokenizer folder (default {results}/models/decoder)")
     args = p.parse_args(argv)
+    from braing3n.config import load_configs
     from braing3n.paths import Layout
     from braing3n.tokenizer.api import load_tokenizer
-    from braing3n.train.cli import load_configs
 
     config = load_configs(args.configfile)
     layout = Layout(config["results"])

@@ -12,9 +12,7 @@ import argparse
 import importlib
 import sys
 
-import yaml
-
-from braing3n.config import ConfigError, load_config, validate_config
+from braing3n.config import ConfigError, load_configs  # load_configs re-exported: others import it from here
 
 TASKS: dict[str, str] = {
     "mae": "braing3n.tokenizer.tasks:make_mae_task",
@@ -23,27 +21,6 @@ TASKS: dict[str, str] = {
     "dit-long": "braing3n.generate.tasks:make_dit_long_task",
     "aekl": "braing3n.models.aekl:make_aekl_task",
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_configs(paths: list[str]) -> dict:
-    """Load one or more config files (later ones override earlier keys, as snakemake does), validated."""
-    if len(paths) == 1:
-        return load_config(paths[0])
-    merged: dict = {}
-    for path in paths:
-        try:
-            with open(path) as fh:
-                merged = _merge(merged, yaml.safe_load(fh) or {})
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
-    return validate_config(merged, source=" + ".join(paths))
 
 
 def load_task_factory(name: str):
