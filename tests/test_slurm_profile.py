@@ -57,7 +57,8 @@ def test_general_keys(monkeypatch):
 
 def test_account_and_partition_come_from_the_environment(monkeypatch):
     unset = kv(parse_profile(monkeypatch, {})["default-resources"])
-    assert eval(unset["slurm_account"]) == "" and eval(unset["slurm_partition"]) == ""  # plugin's defaults
+    assert "slurm_account" not in unset and "slurm_partition" not in unset  # the plugin's/cluster's defaults
+    assert unset["disk_mb"] == "10000"  # constant: the default would stat every input file
     site = parse_profile(monkeypatch, SITE_ENV)
     default = kv(site["default-resources"])
     assert eval(default["slurm_account"]) == "proj42" and eval(default["slurm_partition"]) == "cpu"
@@ -130,6 +131,7 @@ def test_dry_run_groups_sessions_and_routes_gpu_job(tmp_path):
     blocks = {b.split(":", 1)[0].strip(): b for b in out.split("rule ")[1:]}
     t1 = blocks["preprocess_t1"]
     assert "threads: 4" in t1 and "mem_mb=6000" in t1 and "slurm_partition=cpu" in t1 and "gpu=" not in t1
+    assert "disk_mb=10000" in t1
     mae = blocks["train_mae"]
     for token in ("slurm_partition=gpu", "gpu=4", "gpu_model=a100", "cpus_per_task=32", "mem_mb=128000",
                   "slurm_account=proj42", "runtime=1440"):
