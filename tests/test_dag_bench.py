@@ -28,10 +28,8 @@ def test_small_setup_is_discoverable(tmp_path):
     assert len(scans) == 300
     config_path = write_setup(scans, tmp_path)
     config = yaml.safe_load(config_path.read_text())
-    enabled = {c: s for c, s in config["cohorts"].items() if s.get("enabled", True)}
-    assert set(enabled) == set(scans.cohort)
-    assert all(s == {"enabled": False} for c, s in config["cohorts"].items() if c not in enabled)
-    for spec in enabled.values():
+    assert set(config["cohorts"]) == set(scans.cohort)
+    for spec in config["cohorts"].values():
         load_cohort_mapping(spec["mapping"])  # valid for the metadata stage
     seconds, found = time_discovery(config_path)
     assert found == 300 and seconds >= 0

@@ -125,11 +125,6 @@ def write_setup(scans: pd.DataFrame, root: Path, seed: int = 0) -> Path:
         mpath.parent.mkdir(parents=True, exist_ok=True)
         mpath.write_text(yaml.safe_dump(mapping, sort_keys=False))
         cohorts[cohort] = {"mapping": str(mpath), "root": str(croot)}
-    # The Snakefile's `configfile: config/config.yaml` is merged under --configfile, so the
-    # template's own cohorts would join the DAG: switch them off.
-    template = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text()) or {}
-    for name in template.get("cohorts") or {}:
-        cohorts.setdefault(name, {"enabled": False})
     config = {"results": str(root / "results"), "seed": seed, "device": "cpu", "cohorts": cohorts}
     cpath = root / "config.yaml"
     cpath.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -1,0 +1,147 @@
+"""Incremental reruns of the real workflow, checked with dry runs (no job is executed).
+
+A tiny synthetic setup (empty placeholder scans, two cohorts) is brought to "everything done":
+every output of `all` is created empty (directories for directory outputs) and `snakemake --touch`
+records them as produced by the current config. Then, with the local profile's rerun triggers
+(mtime, params, input; the SLURM profile uses the same), `snakemake --summary` says which outputs
+would be rebuilt:
+- nothing changed -> nothing to do;
+- a training hyperparameter changed -> that model and what depends on it, no preprocessing;
+- a third cohort added -> its preprocessing and metadata, plus the aggregate steps downstream
+  (manifest and what reads it), none of the other cohorts' preprocessing or metadata jobs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from braing3n.bench.dag import CohortShape, synth_scans, write_setup
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+PROFILE = str(REPO / "profiles" / "local")
+# A cohort's own preprocessing and metadata jobs; their outputs carry the cohort name in the path.
+PREPROCESS_RULES = {"preprocess_t1", "preprocess_modality", "qc_table"}
+PER_COHORT_RULES = PREPROCESS_RULES | {"harmonise"}
+
+MATERIALISE = textwrap.dedent('''
+    """Create every output of the DAG for `all` (empty files, directories for directory outputs)."""
+    import sys
+    from pathlib import Path
+
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, ResourceSettings,
+                                          StorageSettings)
+
+    snakefile, workdir, configfile = map(Path, sys.argv[1:4])
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(
+            configfiles=[configfile]), storage_settings=StorageSettings(), snakefile=snakefile, workdir=workdir)
+        wf.dag(DAGSettings(targets={"all"}))
+        workflow = wf._workflow
+        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True)
+        workflow._build_dag()
+        n = 0
+        for job in workflow.dag.jobs:
+            for f in list(job.output) + list(job.log):
+                path = Path(str(f))
+                if f.is_directory:
+                    path.mkdir(parents=True, exist_ok=True)
+                    (path / "placeholder").touch()
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch()
+                n += 1
+        print(f"materialised {n} outputs")
+''')
+
+
+def _run(args: list[str], workdir: Path, timeout: int = 300, stdout_only: bool = False) -> str:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    res = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    out = res.stdout + res.stderr
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(args[:4])}... failed ({res.returncode}):\n{out[-4000:]}")
+    return res.stdout if stdout_only else out
+
+
+def _snakemake(workdir: Path, configfile: Path, *extra: str, stdout_only: bool = False) -> str:
+    return _run([SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--profile", PROFILE,
+                 "--configfile", str(configfile), *extra], workdir, stdout_only=stdout_only)
+
+
+def pending(workdir: Path, configfile: Path) -> list[dict]:
+    """Outputs `all` would (re)build, from `snakemake --summary` (rows whose plan is not 'no update')."""
+    out = _snakemake(workdir, configfile, "--summary", "all", stdout_only=True)
+    table = out[out.index("output_file\t"):]
+    rows = list(csv.DictReader(io.StringIO(table), delimiter="\t"))
+    assert rows, f"empty summary:\n{out[-2000:]}"
+    return [r for r in rows if r["plan"] != "no update"]
+
+
+def _write(config: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+pytestmark = pytest.mark.slow  # ~45 s: six snakemake runs of the real workflow
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A finished run of two cohorts; returns (root, base config dict, the third cohort's spec)."""
+    root = tmp_path_factory.mktemp("incremental")
+    shapes = (CohortShape("alpha", 2, ("T1", "FLAIR")), CohortShape("beta", 2, ("T1",)),
+              CohortShape("gamma", 2, ("T1",)))
+    config = yaml.safe_load(write_setup(synth_scans(8, seed=0, shapes=shapes), root).read_text())
+    gamma = config["cohorts"].pop("gamma")
+    base = _write(config, root / "base.yaml")
+    workdir = root / "wd"
+    workdir.mkdir()
+    for name in ("config", "resources"):  # rules name some inputs relative to the repository root
+        (workdir / name).symlink_to(REPO / name)
+    (root / "materialise.py").write_text(MATERIALISE)
+    _run([sys.executable, str(root / "materialise.py"), str(REPO / "Snakefile"), str(workdir), str(base)], workdir)
+    _snakemake(workdir, base, "--touch", "--forceall", "--cores", "1", "all")  # -F: record every job
+    return root, config, gamma
+
+
+def test_second_run_with_nothing_changed_does_nothing(done):
+    root, config, _ = done
+    assert pending(root / "wd", root / "base.yaml") == []
+    out = _snakemake(root / "wd", root / "base.yaml", "-n", "all")
+    assert "Nothing to be done" in out
+
+
+def test_training_hyperparameter_does_not_rerun_preprocessing(done):
+    root, config, _ = done
+    changed = yaml.safe_load(yaml.safe_dump(config))
+    changed.setdefault("train", {}).setdefault("mae", {})["lr"] = 0.123
+    rows = pending(root / "wd", _write(changed, root / "mae_lr.yaml"))
+    rules = {r["rule"] for r in rows}
+    assert "train_mae" in rules, rows  # the changed model is retrained ...
+    assert not rules & (PER_COHORT_RULES | {"manifest", "store"}), sorted(rules)  # ... nothing upstream
+
+
+def test_adding_a_cohort_reruns_only_its_preprocessing_and_the_aggregates(done):
+    root, config, gamma = done
+    added = yaml.safe_load(yaml.safe_dump(config))
+    added["cohorts"]["gamma"] = gamma
+    rows = pending(root / "wd", _write(added, root / "add_gamma.yaml"))
+    rules = {r["rule"] for r in rows}
+    per_cohort = [r for r in rows if r["rule"] in PER_COHORT_RULES]
+    assert per_cohort, sorted(rules)
+    others = [r["output_file"] for r in per_cohort if "gamma" not in r["output_file"]]
+    assert others == [], others  # alpha/beta preprocessing and metadata stay done
+    new_scans = [r for r in rows if r["rule"] in {"preprocess_t1", "preprocess_modality"}]
+    assert len({r["output_file"].split("/anat/")[0] for r in new_scans}) == 2  # gamma's two sessions
+    assert {"harmonise", "manifest"} <= rules  # gamma's metadata + the combined manifest
