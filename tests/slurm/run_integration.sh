@@ -46,9 +46,12 @@ echo "run_integration: targets $TARGETS"
 
 # The job step's snakemake must find the same python: put the venv first on PATH.
 export PATH="$(dirname "$PY"):$PATH"
+# The profile's `cores: 4` sizes each job; this node may have fewer CPUs (a job asking for more
+# than any node has pends forever with reason PartitionConfig).
+NODE_CPUS=$(sinfo -h -o '%c' | sort -n | tail -1)
 set +e
 timeout -k 30 "$TIMEOUT" "$SNAKEMAKE" --profile profiles/slurm --configfile "$TMP/config.yaml" \
-    --slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
+    --cores "$NODE_CPUS" --slurm-status-command squeue --slurm-init-seconds-before-status-checks 5 \
     --slurm-logdir "$TMP/slurm-logs" --slurm-keep-successful-logs \
     $TARGETS > "$LOG" 2>&1
 rc=$?
