@@ -7,7 +7,8 @@
 #   --slurm-status-command squeue  there is no slurmdbd, so sacct fails and the plugin would wait forever
 #   --slurm-init-seconds-before-status-checks 5   (default 40) so the test does not idle
 # Env: BRAING3N_SLURM_TIMEOUT (seconds, default 1800), BRAING3N_SLURM_KEEP=1 keeps the temp folder
-# and the cluster running for inspection.
+# and the cluster running for inspection, BRAING3N_SLURM_CONFIG another config template (@TMP@ is
+# replaced by the run's temporary folder).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$REPO"
@@ -32,7 +33,7 @@ trap cleanup EXIT
 [ -x "$SNAKEMAKE" ] || { echo "run_integration: $SNAKEMAKE not found (make the venv first: make test)" >&2; exit 1; }
 bash "$REPO/tests/slurm/start.sh"
 
-sed "s#@TMP@#$TMP#g" tests/slurm/config.yaml > "$TMP/config.yaml"
+sed "s#@TMP@#$TMP#g" "${BRAING3N_SLURM_CONFIG:-tests/slurm/config.yaml}" > "$TMP/config.yaml"
 # The targets: the cohort's QC table, i.e. every scan's preprocessing (and the phantom it needs).
 TARGETS=$("$PY" - "$TMP/config.yaml" <<'PYEOF'
 import sys
