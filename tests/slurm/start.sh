@@ -83,8 +83,9 @@ if ! alive munged; then
     runuser -u munge -- /usr/sbin/munged -F --force >"$STATE/log/munged.log" 2>&1 &
     echo $! > "$STATE/munged.pid"
 fi
-for _ in $(seq 50); do munge -n </dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.2; done
-munge -n </dev/null | unmunge >/dev/null 2>&1 || die "munged did not start (see $STATE/log/munged.log)"
+munge_ok() { { munge -n </dev/null | unmunge; } >/dev/null 2>&1; }
+for _ in $(seq 50); do munge_ok && break; sleep 0.2; done
+munge_ok || die "munged did not start (see $STATE/log/munged.log)"
 
 if ! alive slurmctld; then
     slurmctld -D -i >"$STATE/log/slurmctld.out" 2>&1 &
