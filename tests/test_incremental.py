@@ -93,7 +93,7 @@ def _write(config: dict, path: Path) -> Path:
     return path
 
 
-pytestmark = pytest.mark.slow  # ~45 s: six snakemake runs of the real workflow
+pytestmark = pytest.mark.slow  # 20-45 s: six snakemake runs of the real workflow
 
 
 @pytest.fixture(scope="module")
