@@ -172,8 +172,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", help="HTML file (default {results}/report/index.html)")
     p.add_argument("--where", action="store_true", help="print where the report and tables are, build nothing")
     args = p.parse_args(argv)
-    from braing3n.config import ConfigError
-    from braing3n.train.cli import load_configs
+    from braing3n.config import ConfigError, load_configs
 
     try:
         config = load_configs(args.configfile)

@@ -67,8 +67,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    from braing3n.config import load_configs
     from braing3n.evaluate import stages
-    from braing3n.train.cli import load_configs
 
     try:
         config = load_configs(args.configfile)

@@ -10,29 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from braing3n.config import ConfigError, validate_config
+from braing3n.config import ConfigError, load_configs, validate_config
 from braing3n.paths import Layout
 from braing3n.provenance import provenance, write_table
-
-
-def load_configs(paths: list[str]) -> dict:
-    """Merge several --configfile YAMLs (later wins, nested dicts merged), then validate."""
-    import yaml
-
-    def merge(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    config: dict = {}
-    for p in paths:
-        try:
-            with open(p) as fh:
-                config = merge(config, yaml.safe_load(fh) or {})
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from exc
-    return validate_config(config, source=" + ".join(paths))
 
 
 def settings_from_config(config: dict, strict: bool | None = None, seed: int | None = None):

@@ -117,8 +117,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--summary", help="default {results}/tables/dataset_summary.csv (+ .md)")
     ap.add_argument("--coverage", help="default {results}/tables/dataset_coverage.csv (+ .md)")
     args = ap.parse_args(argv)
-    from braing3n.config import ConfigError
-    from braing3n.metadata.cli import load_configs
+    from braing3n.config import ConfigError, load_configs
     from braing3n.metadata.harmonise import read_partitions
     from braing3n.metadata.issues import HarmoniseError
     from braing3n.metadata.schema import ARROW_SCHEMA, coerce

@@ -9,28 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
-from braing3n.config import ConfigError, validate_config
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    """Later config files override earlier ones key by key (as Snakemake does)."""
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def read_configs(paths: list[str]) -> dict:
-    config: dict = {}
-    for path in paths:
-        try:
-            with open(path) as fh:
-                config = _merge(config, yaml.safe_load(fh) or {})
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
-    return validate_config(config, source=" + ".join(paths))
+from braing3n.config import ConfigError, load_configs
 
 
 def main(argv: list[str]) -> int:
@@ -45,7 +24,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--subjects", nargs="+", default=None, help="only these subjects (PTID/ID or label)")
     args = p.parse_args(argv)
     try:
-        config = read_configs(args.configfile)
+        config = load_configs(args.configfile)
         spec = config["cohorts"].get(args.cohort)
         if spec is None or "phantom" not in spec:
             raise ValueError(f"{' + '.join(args.configfile)}: cohort {args.cohort!r} has no `phantom:` spec")
