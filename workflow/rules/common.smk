@@ -10,9 +10,25 @@ from braing3n.paths import Layout
 
 R = config["results"]
 L = Layout(R)
+
+
+def _conda_envs():
+    """True under `--sdm conda`: jobs then run in workflow/envs/*.yaml, which install braing3n."""
+    try:
+        from snakemake.settings.types import DeploymentMethod
+
+        return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    except (ImportError, AttributeError):
+        return False
+
+
 # The console script of the installed package: from PATH (conda envs, activated venvs), else the
 # one beside the Python running Snakemake (`.venv/bin/snakemake` called without activating).
-BRAING3N = "braing3n" if shutil.which("braing3n") else os.path.join(os.path.dirname(sys.executable), "braing3n")
+_BIN = "" if _conda_envs() or shutil.which("braing3n") else os.path.dirname(sys.executable)
+BRAING3N = os.path.join(_BIN, "braing3n") if _BIN else "braing3n"
+PYTHON = os.path.join(_BIN, "python") if _BIN else "python"
+# Training runs through the launcher: DDP over every GPU of the job's allocation (docs/slurm.md).
+LAUNCH = f"{PYTHON} -m braing3n.train.launch --"
 
 
 def _effective_config_file():

@@ -37,6 +37,8 @@ rule embed_baseline:
         gpu=1,
         mem_mb=32000,
         runtime=240,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         "{BRAING3N} evaluate embed {EV_CONFIGFILES} --encoder {wildcards.encoder} --cohort {wildcards.cohort} "
         "--out {output} > {log} 2>&1"
@@ -56,6 +58,8 @@ rule probes:
     resources:
         mem_mb=16000,
         runtime=240,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         "{BRAING3N} evaluate probes {EV_CONFIGFILES} --encoder {wildcards.encoder} "
         "--embeddings {input.embeddings} --out {output.table} --predictions {output.predictions} > {log} 2>&1"
@@ -74,6 +78,8 @@ rule compare_encoders:
     resources:
         mem_mb=8000,
         runtime=120,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         "{BRAING3N} evaluate compare {EV_CONFIGFILES} --reference {EV[reference_encoder]} "
         "--predictions {input.predictions} --probe-tables {input.tables} --out {output.table} "
@@ -98,6 +104,8 @@ rule guidance:
         gpu=1,
         mem_mb=32000,
         runtime=240,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         "{BRAING3N} evaluate guidance {EV_CONFIGFILES} --out {output.table} --figure {output.figure} "
         "--samples {output.samples} --mosaic {output.mosaic} > {log} 2>&1"
@@ -119,6 +127,8 @@ rule fid:
         gpu=1,
         mem_mb=32000,
         runtime=240,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         "{BRAING3N} evaluate fid {EV_CONFIGFILES} --samples {input.samples} --out {output} > {log} 2>&1"
 
@@ -136,6 +146,8 @@ rule memorisation:
     resources:
         mem_mb=16000,
         runtime=60,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         "{BRAING3N} evaluate memorisation {EV_CONFIGFILES} --samples {input.samples} --out {output.table} "
         "--per-sample {output.per_sample} > {log} 2>&1"
@@ -158,6 +170,8 @@ rule longitudinal:
         gpu=1,
         mem_mb=32000,
         runtime=240,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         "{BRAING3N} evaluate longitudinal {EV_CONFIGFILES} --out {output.table} --per-pair {output.per_pair} "
         "> {log} 2>&1"
@@ -179,6 +193,8 @@ rule train_aekl:
         gpu=1,
         mem_mb=64000,
         runtime=1440,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         # the bottleneck size reaches the train CLI as a one-key config overlay (later --configfile wins)
         "printf 'train:\\n  aekl:\\n    latent_channels: {wildcards.k}\\n' > {output.overlay} && "
@@ -203,6 +219,8 @@ rule tokenizers:
         gpu=1,
         mem_mb=32000,
         runtime=240,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         "{BRAING3N} evaluate tokenizers {EV_CONFIGFILES} --aekl {params.aekl} --out {output} > {log} 2>&1"
 

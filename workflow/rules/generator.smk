@@ -3,14 +3,13 @@
 # generate_arm: samples per condition arm of config generate.arms; forecast_demo: one held-out baseline.
 
 import json
-import sys
 
 GEN = config["generate"]
 DIT_DIR = GEN["model_dir"] or L.model_dir("dit")
 DIT_LONG_DIR = GEN["long_model_dir"] or L.model_dir("dit_long")
 TOKENIZER_DIR = GEN["tokenizer_dir"] or L.model_dir("decoder")
 EMBEDDINGS = [f"{R}/embeddings/{c}.npz" for c in COHORTS]
-DIT_LAUNCH = f"{sys.executable} -m braing3n.train.launch --"  # all GPUs of the allocation (DDP)
+DIT_LAUNCH = LAUNCH  # all GPUs of the allocation (DDP); defined in common.smk
 
 
 def _gen_settings(*train_keys, arm=None):
@@ -41,6 +40,8 @@ rule train_dit:
         gpu=1,
         mem_mb=64000,
         runtime=2880,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         f"{DIT_LAUNCH} {BRAING3N} train dit {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
 
@@ -62,6 +63,8 @@ rule train_dit_long:
         gpu=1,
         mem_mb=64000,
         runtime=1440,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         f"{DIT_LAUNCH} {BRAING3N} train dit-long {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
 
@@ -83,6 +86,8 @@ rule generate_arm:
         gpu=1,
         mem_mb=16000,
         runtime=60,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         "{BRAING3N} generate {CONFIGFILES} --arm {wildcards.arm} --model-dir {params.model} "
         "--tokenizer-dir {params.tokenizer} --out {output} > {log} 2>&1"
@@ -107,6 +112,8 @@ rule forecast_demo:
         gpu=1,
         mem_mb=16000,
         runtime=60,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         "{BRAING3N} forecast {CONFIGFILES} --baseline auto --model-dir {params.model} "
         "--tokenizer-dir {params.tokenizer} --out {output} > {log} 2>&1"

@@ -32,6 +32,8 @@ rule harmonise:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         f"{BRAING3N} harmonise {CONFIGFILES} --cohort {{wildcards.cohort}} "
         "--out {output.partition} --issues {output.issues} > {log} 2>&1"
@@ -52,6 +54,8 @@ rule manifest:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         f"{BRAING3N} manifest {CONFIGFILES} --partitions {{input.partitions}} --manifest {{output.manifest}} "
         "--pairs {output.pairs} --summary {output.summary} --coverage {output.coverage} > {log} 2>&1"

@@ -29,5 +29,7 @@ for _cohort, _plan in PHANTOM_COHORTS.items():
         resources:
             mem_mb=4000,
             runtime=60,
+        conda:
+            "../envs/cpu.yaml"
         shell:
             f"{BRAING3N} phantom {CONFIGFILES} --cohort {{params.cohort}} > {{log}} 2>&1"

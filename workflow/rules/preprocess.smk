@@ -40,6 +40,8 @@ rule preprocess_t1:
     resources:
         mem_mb=6000,
         runtime=30,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         f"{BRAING3N} preprocess t1 {CONFIGFILES} --threads {{threads}} --raw {{input.raw}} "
         "--record {output.record} --cohort {wildcards.cohort} --subject {wildcards.subject} "
@@ -66,6 +68,8 @@ rule preprocess_modality:
     resources:
         mem_mb=6000,
         runtime=20,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         f"{BRAING3N} preprocess modality {CONFIGFILES} --threads {{threads}} --raw {{input.raw}} "
         "{params.t1} --record {output.record} --cohort {wildcards.cohort} --subject {wildcards.subject} "
@@ -86,6 +90,8 @@ rule qc_table:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         f"{BRAING3N} qc-table {CONFIGFILES} --cohort {{wildcards.cohort}} --out {{output.table}} "
         "--records {input.records} > {log} 2>&1"

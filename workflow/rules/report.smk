@@ -17,6 +17,8 @@ rule report:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         "{BRAING3N} report {EV_CONFIGFILES} --out {output.html} > {log} 2>&1"
 

@@ -3,12 +3,10 @@
 # train_mae / train_decoder: GPU jobs through the shared engine (resume from checkpoints on retry).
 # export: per cohort, latents + pooled embeddings; reconstruct: L1/PSNR/SSIM on held-out scans + NIfTI.
 import json
-import sys
 
 TRAIN = config["train"]
 MAE_DIR = TRAIN["decoder"]["mae_dir"] or L.model_dir("mae")
 DECODER_DIR = L.model_dir("decoder")
-LAUNCH = f"{sys.executable} -m braing3n.train.launch --"  # the python running snakemake has braing3n
 
 
 def _settings(*keys):
@@ -31,6 +29,8 @@ rule store:
     resources:
         mem_mb=16000,
         runtime=240,
+    conda:
+        "../envs/cpu.yaml"
     shell:
         f"{BRAING3N} store {CONFIGFILES} --cohort {{wildcards.cohort}} --qc {{input.qc}} "
         "--metadata {input.metadata} --workers {threads} --out {output} > {log} 2>&1"
@@ -52,6 +52,8 @@ rule train_mae:
         gpu=1,
         mem_mb=64000,
         runtime=2880,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         f"{LAUNCH} {BRAING3N} train mae {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
 
@@ -73,6 +75,8 @@ rule train_decoder:
         gpu=1,
         mem_mb=64000,
         runtime=1440,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         f"{LAUNCH} {BRAING3N} train decoder {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
 
@@ -90,6 +94,8 @@ rule export:
         gpu=1,
         mem_mb=32000,
         runtime=240,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         f"{BRAING3N} export {CONFIGFILES} --cohort {{wildcards.cohort}} --model-dir {DECODER_DIR} "
         "--out {output} > {log} 2>&1"
@@ -112,6 +118,8 @@ rule reconstruct:
         gpu=1,
         mem_mb=32000,
         runtime=240,
+    conda:
+        "../envs/gpu.yaml"
     shell:
         f"{BRAING3N} reconstruct {CONFIGFILES} --model-dir {DECODER_DIR} --nifti-dir {R}/reconstructions "
         "--out {output.table} > {log} 2>&1"
