@@ -182,3 +182,11 @@ def test_qc_table_flags_outliers_and_lists_failures(tmp_path):
     assert b"provenance" in pq.read_schema(out).metadata
     assert "# provenance:" in out.with_suffix(".csv").read_text()
     assert out.with_name("c_qc_montage.png").stat().st_size > 1000
+
+
+def test_reader_gives_one_array_and_affine_for_ras_and_lps(shared_data):
+    a = load_nifti(shared_data / "orientation" / "RAS.nii.gz")
+    b = load_nifti(shared_data / "orientation" / "LPS.nii.gz")
+    # float32 header noise (~1e-6 mm) between the two files is snapped away
+    assert np.array_equal(a.affine, b.affine)
+    assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))

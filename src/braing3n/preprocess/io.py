@@ -57,8 +57,14 @@ def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
     extent = zooms * np.array(data.shape)
     if np.sort(extent)[-2] < MIN_EXTENT_MM:
         raise ScanError(f"{path}: field of view {np.round(extent, 1).tolist()} mm is too small for a head")
-    out = nib.Nifti1Image(data, img.affine)
-    return nib.as_closest_canonical(out)
+    out = nib.as_closest_canonical(nib.Nifti1Image(data, img.affine))
+    # Headers store the affine in float32: the same geometry written in two orientations differs
+    # by ~1e-6 mm, and ANTs' seeded random metric sampling then takes another path. Snapping to
+    # 0.1 um (translation) and 1e-6 (rotation/zoom) makes equal geometry give equal output.
+    affine = out.affine.copy()
+    affine[:3, :3] = np.round(affine[:3, :3], 6)
+    affine[:3, 3] = np.round(affine[:3, 3], 4)
+    return nib.Nifti1Image(np.asanyarray(out.dataobj), affine)
 
 
 def to_ants(img: nib.Nifti1Image) -> ants.ANTsImage:

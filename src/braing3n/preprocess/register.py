@@ -7,6 +7,7 @@ iterations and 20% random metric sampling gives the same alignment (measured in 
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 
@@ -29,12 +30,18 @@ def register(fixed: ants.ANTsImage, moving: ants.ANTsImage, params: RegParams, o
     """Register ``moving`` to ``fixed``; copy the forward transform to ``out_mat`` (ANTs .mat)."""
     if not (len(params.iterations) == len(params.shrink_factors) == len(params.smoothing_sigmas)):
         raise ValueError("registration iterations, shrink_factors and smoothing_sigmas need equal lengths")
+    # ANTsPy 0.6 ignores a `random_seed` keyword: antsRegistration gets `--random-seed` only from
+    # ants.config, and without it the random metric sampling differs run to run. The setter also
+    # forces ITK to 1 thread through the environment; keep the job's own thread count.
+    threads = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
+    ants.config.set_ants_deterministic(True, seed_value=seed)
+    if threads is not None:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
     reg = ants.registration(
         fixed=fixed, moving=moving, type_of_transform=params.transform, mask=fixed_mask,
         mask_all_stages=fixed_mask is not None, aff_metric=params.metric,
         aff_random_sampling_rate=params.sampling_rate, aff_iterations=tuple(params.iterations),
-        aff_shrink_factors=tuple(params.shrink_factors), aff_smoothing_sigmas=tuple(params.smoothing_sigmas),
-        random_seed=seed)
+        aff_shrink_factors=tuple(params.shrink_factors), aff_smoothing_sigmas=tuple(params.smoothing_sigmas))
     fwd = reg["fwdtransforms"]
     if len(fwd) != 1 or not fwd[0].endswith(".mat"):
         raise RuntimeError(f"expected one linear transform from ants.registration, got {fwd}")
