@@ -34,7 +34,8 @@ def register(fixed: ants.ANTsImage, moving: ants.ANTsImage, params: RegParams, o
     # ants.config, and without it the random metric sampling differs run to run. The setter also
     # forces ITK to 1 thread through the environment; keep the job's own thread count.
     threads = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
-    ants.config.set_ants_deterministic(True, seed_value=seed)
+    # antsRegistration reads a seed of 0 as "seed from the clock": map every seed to a nonzero one.
+    ants.config.set_ants_deterministic(True, seed_value=int(seed) % (2**31 - 2) + 1)
     if threads is not None:
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
     reg = ants.registration(
