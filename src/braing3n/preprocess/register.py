@@ -31,18 +31,22 @@ def register(fixed: ants.ANTsImage, moving: ants.ANTsImage, params: RegParams, o
     if not (len(params.iterations) == len(params.shrink_factors) == len(params.smoothing_sigmas)):
         raise ValueError("registration iterations, shrink_factors and smoothing_sigmas need equal lengths")
     # ANTsPy 0.6 ignores a `random_seed` keyword: antsRegistration gets `--random-seed` only from
-    # ants.config, and without it the random metric sampling differs run to run. The setter also
-    # forces ITK to 1 thread through the environment; keep the job's own thread count.
+    # ants.config (and reads 0 as "seed from the clock", hence the nonzero seed). Its threaded
+    # metric sums are not reproducible either, so the registration itself runs on one ITK thread
+    # (the setter does that through the environment); the job's thread count is restored after.
     threads = os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
-    # antsRegistration reads a seed of 0 as "seed from the clock": map every seed to a nonzero one.
     ants.config.set_ants_deterministic(True, seed_value=int(seed) % (2**31 - 2) + 1)
-    if threads is not None:
-        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
-    reg = ants.registration(
-        fixed=fixed, moving=moving, type_of_transform=params.transform, mask=fixed_mask,
-        mask_all_stages=fixed_mask is not None, aff_metric=params.metric,
-        aff_random_sampling_rate=params.sampling_rate, aff_iterations=tuple(params.iterations),
-        aff_shrink_factors=tuple(params.shrink_factors), aff_smoothing_sigmas=tuple(params.smoothing_sigmas))
+    try:
+        reg = ants.registration(
+            fixed=fixed, moving=moving, type_of_transform=params.transform, mask=fixed_mask,
+            mask_all_stages=fixed_mask is not None, aff_metric=params.metric,
+            aff_random_sampling_rate=params.sampling_rate, aff_iterations=tuple(params.iterations),
+            aff_shrink_factors=tuple(params.shrink_factors), aff_smoothing_sigmas=tuple(params.smoothing_sigmas))
+    finally:
+        if threads is None:
+            os.environ.pop("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", None)
+        else:
+            os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
     fwd = reg["fwdtransforms"]
     if len(fwd) != 1 or not fwd[0].endswith(".mat"):
         raise RuntimeError(f"expected one linear transform from ants.registration, got {fwd}")
