@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from braing3n import flow
-from braing3n.models.dit import DiT, DiTConfig, drop_conditions, null_condition, sincos_3d
+from braing3n.models.dit import DiT, DiTConfig, drop_conditions, null_condition, patchify_latent, unpatchify_latent
+from braing3n.models.mae import sincos_pos_embed_3d
 
 torch.set_num_threads(1)
 CATS = {"disease": 3, "sex": 2}
@@ -44,9 +45,33 @@ def test_paper_preset_matches_dit_xl():
 
 
 def test_positional_table_distinct_per_token():
-    pe = sincos_3d(96, (10, 12, 10))
+    pe = sincos_pos_embed_3d((10, 12, 10), 96)
     assert pe.shape == (1200, 96)
     assert torch.cdist(pe, pe).add(torch.eye(1200) * 1e3).min() > 0.1
+
+
+def test_latent_patch_round_trip_groups_neighbouring_tokens():
+    grid = (10, 12, 10)
+    x = torch.randn(2, 1200, 32)
+    tok = patchify_latent(x, grid, 2)
+    assert tok.shape == (2, 150, 256)
+    assert torch.equal(unpatchify_latent(tok, grid, 2), x)
+    # transformer token 0 holds latent tokens (d, h, w) in {0, 1}^3 of the 10x12x10 grid
+    g = x.reshape(2, 10, 12, 10, 32)
+    assert torch.equal(tok[:, 0].reshape(2, 2, 2, 2, 32), g[:, :2, :2, :2])
+    with pytest.raises(ValueError, match="does not divide"):
+        DiTConfig(hidden=32, depth=1, heads=4, grid=(10, 12, 10), patch=4)
+
+
+def test_patched_dit_keeps_latent_shape_and_costs_fewer_tokens():
+    cfg = DiTConfig(hidden=32, depth=1, heads=4, grid=(4, 6, 4), in_channels=8, categorical=CATS, patch=2)
+    m = DiT(cfg)
+    assert m.pos_embed.shape == (1, 12, 32) and m.num_tokens == 96
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = m(torch.randn(3, 96, 8), torch.rand(3), cond(3))
+    assert out.shape == (3, 96, 8) and out.abs().sum() > 0
 
 
 def _perturbed():

@@ -123,6 +123,7 @@ def build_task(kind: str, rows: pd.DataFrame, target: np.ndarray, extra: dict, b
     widths = {k: int(extra[k]) for k in ("hidden", "depth", "heads") if extra.get(k)}  # override the preset
     model_cfg = DiTConfig.from_preset(
         extra.get("preset", "tiny"), mlp_ratio=float(extra.get("mlp_ratio", 4.0)), grid=grid,
+        patch=int(extra.get("patch", 1)),
         in_channels=target.shape[-1], context_channels=0 if context is None else context.shape[-1],
         categorical=vocab.model_categorical, continuous=vocab.model_continuous, **widths)
     n_subj = rows["subject_id"].nunique() if "subject_id" in rows else 0
