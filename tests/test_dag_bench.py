@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import yaml
 
-from braing3n.bench.dag import PAPER_SCANS, parse_dryrun, synth_scans, time_discovery, write_setup
+from braing3n.bench.dag import PAPER_SCANS, parse_dryrun, synth_scans, time_discovery, write_results, write_setup
 from braing3n.metadata.mapping import load_cohort_mapping
 
 
@@ -83,3 +84,17 @@ def test_parse_dryrun_counts_groups_and_submissions():
     assert dag["group_jobs"] == 2
     assert dag["submissions"] == 4  # 2 groups + 2 harmonise; `all` is local
     assert dag["local_jobs"] == 1
+
+
+def test_results_keep_counts_as_integers(tmp_path):
+    rows = [("scans", PAPER_SCANS, ""), ("jobs", np.int64(35_427), "jobs in the DAG"),
+            ("dryrun_cpu_seconds", 87.856, "user + system CPU")]
+    table = write_results(rows, tmp_path, {"seed": 0, "packages": "snakemake=9"})
+    assert list(table.value) == ["35309", "35427", "87.86"]
+    md = (tmp_path / "dag.md").read_text()
+    assert "| 35309 " in md and "| 35427 " in md and "| 87.86 " in md
+    assert "e+04" not in md
+    assert "Provenance: seed=0" in md and "Packages: snakemake=9" in md
+    csv_rows = [line for line in (tmp_path / "dag.csv").read_text().splitlines() if not line.startswith("#")]
+    assert csv_rows[1:] == ["scans,35309,", "jobs,35427,jobs in the DAG", "dryrun_cpu_seconds,87.86,user + system CPU"]
+    assert not list(tmp_path.glob("*.tmp"))

@@ -195,6 +195,23 @@ def run_dryrun(config_path: Path, profile: str, log_path: Path, timeout: int) ->
     return wall, cpu, peak / 1024.0, text
 
 
+def write_results(rows: list[tuple[str, object, str]], out: Path, prov: dict) -> pd.DataFrame:
+    """<out>/dag.csv and dag.md from (metric, value, note) rows; returns the table.
+
+    Values are written as text: counts stay integers, timings keep two decimals. The Markdown is
+    written here with number parsing off: tabulate would print the count 35309 as 3.531e+04."""
+    rows = [(m, str(v) if isinstance(v, (int, np.integer)) else f"{v:.2f}", note) for m, v, note in rows]
+    table = pd.DataFrame(rows, columns=["metric", "value", "note"])
+    write_table(table, out / "dag.csv", prov, markdown=False)
+    md = [table.to_markdown(index=False, disable_numparse=True), "",
+          "Provenance: " + ", ".join(f"{k}={v}" for k, v in prov.items() if k != "packages"), "",
+          f"Packages: {prov.get('packages', '')}", ""]
+    tmp = out / "dag.md.tmp"
+    tmp.write_text("\n".join(md))
+    tmp.replace(out / "dag.md")
+    return table
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="braing3n bench dag", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,12 +264,9 @@ def main(argv: list[str]) -> int:
         ("slurm_submissions", dag["submissions"], "group jobs + ungrouped non-local jobs"),
         ("local_jobs", dag["local_jobs"], "run in the main snakemake process"),
     ]
-    # values as text: counts stay integers, timings keep two decimals (no 3.531e+04 in the Markdown)
-    rows = [(m, str(v) if isinstance(v, (int, np.integer)) else f"{v:.2f}", note) for m, v, note in rows]
-    table = pd.DataFrame(rows, columns=["metric", "value", "note"])
     prov = provenance(None, seed=args.seed, scans=len(scans))
     prov.update(profile=args.profile, cpus=len(os.sched_getaffinity(0)))
-    write_table(table, out / "dag.csv", prov)
+    table = write_results(rows, out, prov)
     print(table.to_string(index=False))
     print(f"braing3n bench dag: wrote {out / 'dag.csv'} and {out / 'dag.md'}")
     return 0
