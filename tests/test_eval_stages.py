@@ -142,6 +142,24 @@ def test_guidance_fid_memorisation_report(tree):
     assert "Decomposed 3D-FID" in page and "Guidance sweep" in page and page.count("data:image/png") >= 2
 
 
+def test_guidance_fixed_conditions_restrict_the_probe_to_matching_real_scans(tree, capsys):
+    tmp, root = tree
+    cfg = yaml.safe_load((tmp / "cfg.yaml").read_text())
+    cfg["evaluate"]["guidance"].update(conditions={"age": [40, 60]}, fixed={"sex": "F"}, scales=[1])
+    (tmp / "fixed.yaml").write_text(yaml.safe_dump(cfg))
+    out = root / "tables" / "guidance_fixed.csv"
+    args = ["guidance", "--configfile", str(tmp / "fixed.yaml"), "--out", str(out), "--figure",
+            str(tmp / "g.png"), "--samples", str(tmp / "g.npz"), "--mosaic", str(tmp / "m.png")]
+    assert evaluate_main(args) == 0
+    g = _table(out)
+    assert g.loc[g.cfg_scale.astype(str) == "real", "n"].iloc[0] == 6  # the 6 scans of the 4 women (s0, s2, s4, s6)
+    cfg["evaluate"]["guidance"]["fixed"] = {"idh": "mutant"}
+    (tmp / "fixed.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert evaluate_main(args) == 1
+    assert "fixed={'idh': 'mutant'}: no real scan has these values" in capsys.readouterr().err
+
+
 def test_longitudinal_stage(tree):
     tmp, root = tree
     t = root / "tables"

@@ -74,8 +74,9 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     page = out.read_text()
     assert "Honest check" in page and "data:image/png;base64" in page and "probes_mae" in page
     check = pd.read_csv(root / "report" / "honest_check.csv")
-    assert check["passed"].all() and len(check) == 2
-    assert check["paired_bootstrap"].tolist() == ["win", "win"]
+    assert check["passed"].all() and len(check) == 3, check.to_string()
+    assert check["detail"].str.contains("paired bootstrap vs random_vit: win").sum() == 2
+    assert check["value"].iloc[2] == 2.0  # wins on both planted effects
     again = out.read_bytes()
     assert report_main(["--configfile", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
     assert out.read_bytes() == again
@@ -111,6 +112,33 @@ def test_missing_manifest_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "manifest.parquet: manifest missing" in err and "\n" not in err
     assert not (root / "t.csv").exists()
+
+
+def _guidance(path: Path, hits: int, n: int, r: float, n_age: int) -> None:
+    from braing3n.provenance import write_table
+
+    rows = [{"condition": "sex", "column": "sex", "kind": "classification", "n_values": 2, "cfg_scale": s, "n": n,
+             "status": "ok", "accuracy": (hits if s == 4.0 else n // 2) / n, "pearson_r": np.nan} for s in (1.0, 4.0)]
+    rows += [{"condition": "age", "column": "age", "kind": "regression", "n_values": 4, "cfg_scale": s, "n": n_age,
+              "status": "ok", "accuracy": np.nan, "pearson_r": r if s == 1.0 else 0.0} for s in (1.0, 4.0)]
+    rows.append({"condition": "sex", "column": "sex", "kind": "classification", "n_values": 2, "cfg_scale": "real",
+                 "n": 40, "status": "ok", "accuracy": 1.0, "pearson_r": np.nan})
+    write_table(pd.DataFrame(rows), path, {"git_commit": "x"})
+
+
+def test_guidance_checks_need_significance_not_just_above_chance(tmp_path):
+    from braing3n.report import honest_check
+
+    # 13/16 at p=0.5: binomial p=0.011 < 0.05/2 scales; r=0.6 on 16 samples: p=0.007
+    _guidance(tmp_path / "guidance.csv", hits=13, n=16, r=0.6, n_age=16)
+    check = honest_check(tmp_path).set_index("check")
+    assert len(check) == 2 and check["passed"].all(), check.to_string()
+    assert check.filter(like="sex", axis=0)["value"].iloc[0] == 13 / 16
+    assert "cfg scale 4.0" in check.filter(like="sex", axis=0)["detail"].iloc[0]
+    # 10/16 (binomial p=0.23) and r=0.3 on 16 samples (p=0.13) are above chance but not evidence
+    _guidance(tmp_path / "guidance.csv", hits=10, n=16, r=0.3, n_age=16)
+    check = honest_check(tmp_path)
+    assert len(check) == 2 and not check["passed"].any(), check.to_string()
 
 
 def test_demo_run_recovers_the_known_effects():

@@ -180,6 +180,17 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
     gen = load_generator(lay.model_dir("dit"), device_of(config))
     real, lat = real_latents(config)
     columns = {**CATEGORICAL_COLUMNS, **CONTINUOUS_COLUMNS}
+    fixed = dict(g.get("fixed") or {})
+    unknown = sorted(set(fixed) - set(gen.conditions))
+    if unknown:
+        raise ValueError(f"evaluate.guidance.fixed: the generator does not take {unknown} (it takes {gen.conditions})")
+    # probes read samples made with the fixed values, so they are fitted on real scans with those values
+    keep = np.ones(len(real), bool)
+    for name, value in fixed.items():
+        keep &= (real[columns[name]].astype(str) == str(value)).to_numpy()
+    if not keep.any():
+        raise ValueError(f"evaluate.guidance.fixed={fixed}: no real scan has these values")
+    real, lat = real[keep].reset_index(drop=True), lat[keep]
     rows, latents = [], []
     for ci, (name, spec) in enumerate(sorted(g["conditions"].items())):
         if name not in gen.conditions:
@@ -187,8 +198,8 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
         for vi, value in enumerate(requested_values(spec, name, gen, real, columns[name])):
             for scale in g["scales"]:
                 seed = config["seed"] + 1000 * ci + 10 * vi  # same noise across scales: only guidance changes
-                z = sample_latents(gen, {name: value}, g["n_per_value"], cfg_scale=float(scale), steps=g["steps"],
-                                   solver=g["solver"], seed=seed)
+                z = sample_latents(gen, {**fixed, name: value}, g["n_per_value"], cfg_scale=float(scale),
+                                   steps=g["steps"], solver=g["solver"], seed=seed)
                 latents.append(z.numpy())
                 rows += [{"condition": name, "value": str(value), "cfg_scale": float(scale)}] * len(z)
     if not rows:
