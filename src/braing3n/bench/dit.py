@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import pandas as pd
 import torch
 
 from braing3n import flow
+from braing3n.bench import anchor as gpu_anchor
 from braing3n.models.dit import DiT, DiTConfig, drop_conditions, null_condition
 
 CATS = {"disease": 10, "sex": 2, "modality": 4, "site": 50, "idh": 2}
@@ -129,20 +127,10 @@ class RandomDecoder:
 
 
 def run_anchor(path: str) -> list[dict]:
-    """gpu_anchor.py dit, eager and compiled; its JSON lines."""
-    rows = []
-    for comp in ("0", "1"):
-        out = subprocess.run([sys.executable, path, "dit"], capture_output=True, text=True,
-                             env={**__import__("os").environ, "COMPILE": comp}, timeout=1800)
-        for line in out.stdout.splitlines():
-            rec = json.loads(line)
-            if "model" in rec:
-                rows.append({"stage": "anchor train", "batch": rec["batch"], "compiled": rec["compiled"],
-                             "step_s": rec["step_s"], "samples_per_s": rec["samples_per_s"],
-                             "peak_mem_gib": rec.get("peak_mem_gib")})
-        if out.returncode:
-            print(f"bench dit: anchor {path} failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-    return rows
+    """gpu_anchor.py dit, eager and compiled, as rows of this benchmark's table."""
+    return [{"stage": "anchor train", "batch": rec["batch"], "compiled": rec["compiled"], "step_s": rec["step_s"],
+             "samples_per_s": rec["samples_per_s"], "peak_mem_gib": rec.get("peak_mem_gib")}
+            for rec in gpu_anchor.run_anchor(path, ["dit"], "bench dit")]
 
 
 def main(argv: list[str]) -> int:

@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from braing3n.bench import anchor as gpu_anchor
 from braing3n.data.geometry import MODEL_SHAPE
 from braing3n.data.loader import VolumeDataset, train_batches, zscore
 from braing3n.models.decoder import TokenizerModel, decoder_config, decoder_flops, l1_loss
@@ -152,19 +149,11 @@ def bench_loader(ds: VolumeDataset, batch: int, workers: int, device: torch.devi
 
 
 def run_anchor(path: str) -> list[dict]:
-    rows = []
-    for comp in ("0", "1"):
-        out = subprocess.run([sys.executable, path, "mae", "dec"], capture_output=True, text=True,
-                             env={**os.environ, "COMPILE": comp}, timeout=1800)
-        for line in out.stdout.splitlines():
-            rec = json.loads(line)
-            if "model" in rec:
-                rows.append({"name": f"anchor {rec['model']}", "batch": rec["batch"], "compiled": rec["compiled"],
-                             "step_s": rec["step_s"], "vol_per_s": rec["samples_per_s"],
-                             "tflops": rec.get("achieved_tflops"), "peak_mem_gib": rec.get("peak_mem_gib")})
-        if out.returncode:
-            print(f"bench tokenizer: anchor {path} failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-    return rows
+    """gpu_anchor.py mae and dec, eager and compiled, as rows of this benchmark's table."""
+    return [{"name": f"anchor {rec['model']}", "batch": rec["batch"], "compiled": rec["compiled"],
+             "step_s": rec["step_s"], "vol_per_s": rec["samples_per_s"], "tflops": rec.get("achieved_tflops"),
+             "peak_mem_gib": rec.get("peak_mem_gib")}
+            for rec in gpu_anchor.run_anchor(path, ["mae", "dec"], "bench tokenizer")]
 
 
 def main(argv: list[str]) -> int:
