@@ -286,3 +286,26 @@ def test_vendor_contrast_and_pd_iron_signal():
     pd = scanner.intensity_volume(ctx, anat, "T2", None, True)
     assert pd[roi].mean() < 0.8 * plain[roi].mean() and np.allclose(pd[~ctx.full(ctx.pd_weight > 0)],
                                                                     plain[~ctx.full(ctx.pd_weight > 0)])
+
+
+def test_atlas_space_render_is_the_brain_on_the_sri24_grid_with_its_atrophy(tmp_path):
+    import dataclasses
+
+    from braing3n.phantom.atlas_space import write_atlas_space_cohort
+
+    _, cfg = _write_config(tmp_path / "cfg")
+    plan = plan_cohort("phantommem", cfg["cohorts"]["phantommem"], cfg)
+    sub = next(s for s in plan.subjects if len(s.sessions) > 1)
+    one = dataclasses.replace(plan, subjects=[sub])
+    qc = write_atlas_space_cohort(one, tmp_path / "atlas")
+    assert list(qc["status"]) == ["ok"] * len(qc) and len(qc) == sum(len(s.scans) for s in sub.sessions)
+    vols = {row.scan_id: nib.load(row.volume) for row in qc.itertuples()}
+    first, last = (vols[sc.ref.scan_id] for sc in (sub.sessions[0].scans[0], sub.sessions[-1].scans[0]))
+    assert first.shape == atlas_mod.SHAPE and np.allclose(first.affine, atlas_mod.AFFINE)
+    a, b = first.get_fdata(), last.get_fdata()
+    brain_ml = (a > 0).sum() / 1000.0
+    assert 1000 < brain_ml < 1800  # skull-stripped adult brain on the 1 mm grid
+    # more atrophy at the follow-up: more of the brain is dark CSF (T1: CSF << white matter)
+    wm = np.median(a[a > 0])
+    assert (b[b > 0] < 0.5 * wm).sum() > (a[a > 0] < 0.5 * wm).sum()
+    assert sub.sessions[-1].atrophy["ventricle_mm"] > sub.sessions[0].atrophy["ventricle_mm"]
