@@ -115,6 +115,7 @@ def test_random_floor_embeddings_use_the_mae_architecture(tree):
     assert _eval(tmp, "embed", "--encoder", "random_vit", "--cohort", "c1", "--out", str(out)) == 0
     with np.load(out) as z:
         assert z["mean"].shape == (12, 96) and z["cls"].shape == (12, 96) and list(z["scan_id"])[0] == "c1_s0_1_T1"
+        assert z["grid"].shape == (12, 150 * 96)  # same grid feature as the MAE export
 
 
 def test_guidance_fid_memorisation_report(tree):

@@ -111,3 +111,16 @@ def test_mae_loss_falls_on_phantom_volumes(tmp_path):
     losses = [float(r["loss"]) for r in rows]
     assert len(losses) == 4  # mean loss of steps 1-10, ..., 31-40
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_pool_token_grid_averages_2x2x2_token_blocks_in_grid_order():
+    from braing3n.models.mae import pool_token_grid
+
+    grid = (10, 12, 10)
+    tokens = torch.randn(2, 1200, 3)
+    out = pool_token_grid(tokens, grid)
+    assert out.shape == (2, 5 * 6 * 5 * 3)
+    g = tokens.reshape(2, 10, 12, 10, 3)
+    block = g[:, 2:4, 4:6, 6:8].mean(dim=(1, 2, 3))  # pooled cell (1, 2, 3)
+    cell = out.reshape(2, 3, 5, 6, 5)[:, :, 1, 2, 3]  # channel-major: [B, D, 5, 6, 5]
+    assert torch.allclose(cell, block, atol=1e-6)

@@ -148,3 +148,11 @@ def test_demo_run_recovers_the_known_effects():
         pytest.skip(f"{path} absent: run `make demo` first")
     check = pd.read_csv(path)
     assert len(check) >= 2 and check["passed"].all(), check.to_string()
+
+
+def test_honest_check_reads_grid_features_only_when_both_encoders_have_them():
+    from braing3n.report import _check_feature
+
+    both = pd.DataFrame({"encoder": ["mae", "mae", "random_vit", "random_vit"], "feature": ["mean", "grid"] * 2})
+    assert _check_feature(both, ("mae", "random_vit")) == "grid"
+    assert _check_feature(both.iloc[:3], ("mae", "random_vit")) == "mean"  # the floor lacks the grid

@@ -60,6 +60,7 @@ def test_export_latent_shape(trained, tmp_path):
     z = np.load(tmp_path / "phantom.npz")
     assert z["latent"].shape == (4, 1200, 32) and z["latent"].dtype == np.float32
     assert z["cls"].shape == z["mean"].shape == (4, 96)
+    assert z["grid"].shape == (4, 5 * 6 * 5 * 96) and z["grid"].dtype == np.float16  # token grid pooled by 2
     assert list(z["scan_id"]) == list(index.scan_id) == list(arrays["scan_id"])
     assert np.isfinite(z["latent"]).all() and z["latent"][0].std() > 0
     assert not np.allclose(z["latent"][0], z["latent"][1])  # different scans -> different latents

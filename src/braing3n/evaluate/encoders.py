@@ -99,10 +99,13 @@ class MAEArchEncoder(Encoder):
         self.name = "random_vit"
         cfg = dict(mae_config, img_size=tuple(mae_config["img_size"])) if "img_size" in mae_config else mae_config
         self.encoder = MAE(MAEConfig(**cfg)).encoder
+        self.grid = MAEConfig(**cfg).grid
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         tokens, cls = self.encoder(x)
-        return {"cls": cls, "mean": tokens.mean(1)}
+        from braing3n.models.mae import pool_token_grid
+
+        return {"cls": cls, "mean": tokens.mean(1), "grid": pool_token_grid(tokens, self.grid)}
 
 
 class SwinEncoder(Encoder):

@@ -99,8 +99,9 @@ def run_compare(config: dict, reference: str, predictions: list[str], probe_tabl
     cmp = compare.compare_encoders(pred, reference, ev["n_boot"], config["seed"])
     prov = provenance(config, seed=config["seed"], encoders=pred["encoder"].nunique(), comparisons=len(cmp))
     write_table(cmp, out_table, prov)
-    lines = [compare.summary_line(cmp, reference, feature) for feature in ("mean", "cls")] if len(cmp) else [
-        f"{reference}: nothing to compare (one encoder or no probe reached its minimum size)"]
+    lines = [compare.summary_line(cmp, reference, feature) for feature in ("mean", "cls", "grid")
+             if len(cmp) and (cmp["feature"] == feature).any()]
+    lines = lines or [f"{reference}: nothing to compare (one encoder or no probe reached its minimum size)"]
     write_table(pd.DataFrame({"summary": lines}), out_summary, prov)
     probes = pd.concat([read_table(p) for p in probe_tables], ignore_index=True)
     plot_probe_bars(probes, out_figure)

@@ -179,8 +179,8 @@ def _prediction_frame(res: ProbeResult, units: pd.DataFrame, base: dict, view: s
                          "y_true": res.y_true.astype(str), "y_pred": y_pred, "classes": "|".join(res.classes)})
 
 
-def load_embeddings(paths: list[str | Path], features: tuple[str, ...] = ("cls", "mean")) -> dict:
-    """Concatenate per-cohort ``.npz`` files (scan_id, cls, mean) -> {feature: {scan_id, x}}."""
+def load_embeddings(paths: list[str | Path], features: tuple[str, ...] = ("cls", "mean", "grid")) -> dict:
+    """Concatenate per-cohort ``.npz`` files (scan_id, cls, mean, grid) -> {feature: {scan_id, x}}."""
     parts: dict[str, list] = {f: [] for f in features}
     ids: list = []
     for p in paths:

@@ -85,6 +85,17 @@ def sincos_pos_embed_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
     return F.pad(emb, (0, dim - emb.shape[1])).float()
 
 
+def pool_token_grid(tokens: torch.Tensor, grid: tuple[int, int, int], pool: int = 2) -> torch.Tensor:
+    """[B, prod(grid), D] encoder tokens -> [B, prod(grid // pool) * D]: the token grid average-pooled.
+
+    The "grid" probe feature: it keeps where things are (ventricles, medial temporal lobe, a
+    tumour), which the mean over all tokens averages away. 10x12x10 at pool 2 -> 5x6x5 x D.
+    """
+    b, _, d = tokens.shape
+    vol = tokens.transpose(1, 2).reshape(b, d, *grid)
+    return F.avg_pool3d(vol.float(), pool).flatten(1)
+
+
 def patchify(vols: torch.Tensor, patch: int = PATCH) -> torch.Tensor:
     """[B, 1, D, H, W] -> [B, N, patch^3], tokens in (d, h, w) raster order."""
     b, c, d, h, w = vols.shape

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from braing3n.models.decoder import DecoderConfig, TokenizerModel
-from braing3n.models.mae import MAEConfig
+from braing3n.models.mae import MAEConfig, pool_token_grid
 from braing3n.train.checkpoint import load_weights
 from braing3n.train.distributed import pick_device
 from braing3n.train.engine import release_weights
@@ -38,7 +38,8 @@ class Tokenizer:
         with self._autocast():
             tokens, cls = self.model.encode_tokens(vols.to(self.device, non_blocking=True).float())
             latent = self.model.latent_from_tokens(tokens)
-        return {"latent": latent.float(), "cls": cls.float(), "mean": tokens.float().mean(1)}
+        return {"latent": latent.float(), "cls": cls.float(), "mean": tokens.float().mean(1),
+                "grid": pool_token_grid(tokens, self.mae_cfg.grid)}
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:

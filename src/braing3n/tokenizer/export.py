@@ -21,14 +21,16 @@ def export_embeddings(tok, index, out: str | Path, batch_size: int = 2, num_work
     """Encode the scans of ``index`` (a store index) and write the .npz atomically; returns the arrays."""
     grid_tokens, latent_dim, width = tok.mae_cfg.n_tokens, tok.dec_cfg.latent_dim, tok.mae_cfg.width
     arrays = {"scan_id": np.array([], dtype=str), "latent": np.zeros((0, grid_tokens, latent_dim), np.float32),
-              "cls": np.zeros((0, width), np.float32), "mean": np.zeros((0, width), np.float32)}
+              "cls": np.zeros((0, width), np.float32), "mean": np.zeros((0, width), np.float32),
+              "grid": np.zeros((0, width * int(np.prod([g // 2 for g in tok.mae_cfg.grid]))), np.float16)}
     if len(index):
         ds = VolumeDataset(index)
-        parts: dict[str, list[np.ndarray]] = {"latent": [], "cls": [], "mean": []}
+        parts: dict[str, list[np.ndarray]] = {"latent": [], "cls": [], "mean": [], "grid": []}
         for _, batch in eval_batches(ds, batch_size, num_workers):
             enc = tok.encode(zscore(batch.to(tok.device)))
             for k in parts:
-                parts[k].append(enc[k].cpu().numpy())
+                # the pooled grid is the large one (D x 150 per scan): half precision on disk
+                parts[k].append(enc[k].cpu().numpy().astype(np.float16 if k == "grid" else np.float32))
         arrays = {"scan_id": np.array(ds.scan_ids, dtype=str), **{k: np.concatenate(v) for k, v in parts.items()}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
