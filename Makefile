@@ -11,11 +11,12 @@ CORES  ?= 2
 TORCH_CPU ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: all demo test bench lint clean-demo help
+.PHONY: all demo test test-demo bench lint clean-demo help
 
 help:
 	@echo "make demo   - run the pipeline end to end on the phantom demo cohorts (CPU)"
 	@echo "make test   - run the test suite"
+	@echo "make test-demo - the honest check on a demo-sized learning chain (~15 min)"
 	@echo "make bench  - run the benchmarks (tables written under bench/)"
 	@echo "make lint   - ruff"
 
@@ -35,6 +36,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# the demo's honest check on a demo-sized learning chain (~15 min on 2 cores; tests/test_demo_learning.py)
+test-demo: $(STAMP)
+	BRAING3N_DEMO_TEST=1 $(BIN)/python -m pytest -q -rA tests/test_demo_learning.py
 
 bench: $(STAMP)
 	$(BIN)/braing3n bench all --out bench
