@@ -132,8 +132,9 @@ def test_mae_beats_the_random_floor_on_a_planted_effect(chain):
 
 # Measured here on 2026-11-27 (13.8 min): MAE wins on age (grid r 0.77 vs floor 0.50), samples follow
 # age (r 0.87) and sex (15/16) but not disease (10/24 for HC/AD/GBM, p = 0.25).
-OPEN = pytest.mark.xfail(strict=True, reason="issue #7 open: the tiny CPU DiT does not follow the requested "
-                                              "disease significantly (10/24, p = 0.25)")
+OPEN = pytest.mark.xfail(strict=True, reason="known limitation, issue #7: the demo's 3,000-step CPU DiT does not "
+                                              "learn disease conditioning from 16 T1 training scans (10/24 hits, "
+                                              "p = 0.25); needs a larger DiT or GPU training")
 
 
 @pytest.mark.parametrize("condition", ["age", pytest.param("disease", marks=OPEN), "sex"])
