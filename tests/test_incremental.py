@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PROFILE = str(REPO / "profiles" / "local")
 # A cohort's own preprocessing and metadata jobs; their outputs carry the cohort name in the path.
-PREPROCESS_RULES = {"preprocess_t1", "preprocess_modality", "qc_table"}
+PREPROCESS_RULES = {"preprocess_session", "qc_table"}
 PER_COHORT_RULES = PREPROCESS_RULES | {"harmonise"}
 
 MATERIALISE = textwrap.dedent('''
@@ -142,6 +142,6 @@ def test_adding_a_cohort_reruns_only_its_preprocessing_and_the_aggregates(done):
     assert per_cohort, sorted(rules)
     others = [r["output_file"] for r in per_cohort if "gamma" not in r["output_file"]]
     assert others == [], others  # alpha/beta preprocessing and metadata stay done
-    new_scans = [r for r in rows if r["rule"] in {"preprocess_t1", "preprocess_modality"}]
-    assert len({r["output_file"].split("/anat/")[0] for r in new_scans}) == 2  # gamma's two sessions
+    new_sessions = [r["output_file"] for r in rows if r["rule"] == "preprocess_session"]
+    assert len(new_sessions) == 2 and all("/gamma/" in f for f in new_sessions), new_sessions  # gamma's two sessions
     assert {"harmonise", "manifest"} <= rules  # gamma's metadata + the combined manifest

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from braing3n.preprocess import chain, qc
-from braing3n.preprocess.cli import process
+from braing3n.preprocess import cli as preprocess_cli
+from braing3n.preprocess.cli import parse_raws, process, process_session
 from braing3n.preprocess.io import ScanError, ants_affine, load_nifti, to_ants
 from braing3n.preprocess.qc_table import build_table, robust_z
 
@@ -116,6 +117,57 @@ def test_session_without_t1_and_failed_t1_are_recorded(tmp_path):
     t1rec.write_text(json.dumps({"status": "failed", "reason": "x.nii.gz: constant image"}))
     out, _ = run(tmp_path, raw, "FLAIR", t1_record=str(t1rec))
     assert out["status"] == "failed" and "T1 failed preprocessing (x.nii.gz: constant image)" in out["reason"]
+
+
+def test_session_job_records_each_scan_and_lists_them(tmp_path):
+    data, aff, _ = ellipsoid_head()
+    t1 = save(tmp_path, "t1.nii.gz", np.full((64, 64, 40), 5.0, np.float32))  # bad data: constant
+    flair = save(tmp_path, "flair.nii.gz", data, aff)
+    out = tmp_path / "out" / "sub-S1_ses-01_session.json"
+    # given FLAIR first: the T1 still runs first, the FLAIR goes through it and inherits its failure
+    body = process_session({"FLAIR": flair, "T1": t1}, str(out), "coh", "S1", "01", {"preprocess": {}, "seed": 0})
+    assert [s["modality"] for s in body["scans"]] == ["T1", "FLAIR"]
+    assert json.loads(out.read_text()) == body
+    t1_rec = json.loads((out.parent / "sub-S1_ses-01_T1_qc.json").read_text())
+    flair_rec = json.loads((out.parent / "sub-S1_ses-01_FLAIR_qc.json").read_text())
+    assert t1_rec["status"] == "failed" and "constant image" in t1_rec["reason"]
+    assert flair_rec["status"] == "failed" and "T1 failed preprocessing" in flair_rec["reason"]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        [out.name, "sub-S1_ses-01_T1_qc.json", "sub-S1_ses-01_FLAIR_qc.json"])  # no partial products
+    # the QC table reads the scans through the session record
+    df = build_table([str(out)], str(tmp_path / "qc" / "coh_qc.parquet"), {"preprocess": {}}, 3.5)
+    assert df["scan_id"].tolist() == ["coh_sub-S1_ses-01_FLAIR", "coh_sub-S1_ses-01_T1"]
+    assert (df["status"] == "failed").all()
+    # a session without a T1: its other scans are recorded as failed with that reason
+    alone = tmp_path / "alone" / "sub-S2_ses-01_session.json"
+    body = process_session({"T2": flair}, str(alone), "coh", "S2", "01", {"preprocess": {}, "seed": 0})
+    assert body["scans"][0]["status"] == "failed" and "session has no T1" in body["scans"][0]["reason"]
+
+
+def test_session_job_leaves_nothing_on_a_crash_and_rejects_bad_arguments(tmp_path, monkeypatch, capsys):
+    t1 = save(tmp_path, "t1.nii.gz", np.full((64, 64, 40), 5.0, np.float32))
+    out = tmp_path / "out" / "sub-S1_ses-01_session.json"
+    real, calls = preprocess_cli.process, []
+
+    def crash_on_second(*args, **kwargs):
+        calls.append(args[6])
+        if len(calls) == 2:
+            raise RuntimeError("bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(preprocess_cli, "process", crash_on_second)
+    with pytest.raises(RuntimeError, match="bug"):
+        process_session({"T1": t1, "T2": t1}, str(out), "coh", "S1", "01", {"preprocess": {}, "seed": 0})
+    assert calls == ["T1", "T2"] and list(out.parent.iterdir()) == []  # the T1's record is gone too
+    assert parse_raws(["T1=a b.nii.gz", "FLAIR=c.nii"]) == {"T1": "a b.nii.gz", "FLAIR": "c.nii"}
+    for bad, words in ((["T1"], "expected MODALITY=PATH"), (["T1=a", "T1=b"], "a second T1")):
+        with pytest.raises(ValueError, match=words):
+            parse_raws(bad)
+    rc = preprocess_cli.main(["session", "--raw", f"PD={t1}", "--record", str(out), "--cohort", "coh",
+                              "--subject", "S1", "--session", "01"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown modality 'PD'" in err and str(out) in err and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_empty_mask_failed_registration_and_crash(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 GPU_TRAINING = ["train_mae", "train_decoder", "train_dit", "train_dit_long", "train_aekl"]
 GPU_INFERENCE = ["export", "reconstruct", "generate_arm", "forecast_demo", "embed_baseline", "guidance", "fid",
                  "longitudinal", "tokenizers"]
-CPU_RULES = ["preprocess_t1", "preprocess_modality", "qc_table", "harmonise", "manifest", "store"]
+CPU_RULES = ["preprocess_session", "qc_table", "harmonise", "manifest", "store"]
 SITE_ENV = {"BRAING3N_SLURM_ACCOUNT": "proj42", "BRAING3N_SLURM_PARTITION": "cpu",
             "BRAING3N_SLURM_GPU_PARTITION": "gpu", "BRAING3N_SLURM_GPU_MODEL": "a100", "BRAING3N_SLURM_GPUS": "4"}
 
@@ -80,7 +80,7 @@ def test_account_and_partition_come_from_the_environment(monkeypatch):
 def test_memory_and_runtime_grow_with_attempt(monkeypatch):
     p = parse_profile(monkeypatch, SITE_ENV)
     res = set_resources(p)
-    for rule in ["preprocess_t1", "preprocess_modality", "harmonise", "store", "export"]:
+    for rule in ["harmonise", "store", "export"]:  # preprocess_session: in its rule (test below)
         assert eval(res[rule]["mem_mb"], {"attempt": 2}) == 2 * eval(res[rule]["mem_mb"], {"attempt": 1})
     assert eval(res["train_mae"]["mem_mb"], {"attempt": 1}) == 4 * 32000
     assert eval(kv(p["default-resources"])["mem_mb"], {"attempt": 3}) == 3 * eval(
@@ -94,18 +94,18 @@ def test_preprocess_group_keeps_submissions_under_a_thousand(monkeypatch):
     assert math.ceil(sessions / components) <= 1000
     threads = kv(p["set-threads"])
     # a group runs its members one after another, so each member may use all `cores`
-    assert int(threads["preprocess_t1"]) == int(threads["preprocess_modality"]) == int(p["cores"])
+    assert int(threads["preprocess_session"]) == int(p["cores"])
 
 
 TOY = '''
 SESSIONS = ["s1", "s2", "s3"]
 rule all:
     input: expand("qc/{s}_T1.json", s=SESSIONS), expand("qc/{s}_FLAIR.json", s=SESSIONS), "m/final.safetensors"
-rule preprocess_t1:
+rule preprocess_session:
     output: "qc/{s}_T1.json"
     group: "preprocess"
     shell: "touch {output}"
-rule preprocess_modality:
+rule flair:
     input: "qc/{s}_T1.json"
     output: "qc/{s}_FLAIR.json"
     group: "preprocess"
@@ -129,11 +129,67 @@ def test_dry_run_groups_sessions_and_routes_gpu_job(tmp_path):
     assert res.returncode == 0, out[-3000:]
     assert out.count("Group job preprocess") == 1  # 3 sessions x 2 scans -> one submission
     blocks = {b.split(":", 1)[0].strip(): b for b in out.split("rule ")[1:]}
-    t1 = blocks["preprocess_t1"]
-    assert "threads: 4" in t1 and "mem_mb=6000" in t1 and "slurm_partition=cpu" in t1 and "gpu=" not in t1
-    assert "disk_mb=10000" in t1
+    t1 = blocks["preprocess_session"]
+    assert "threads: 4" in t1 and "slurm_partition=cpu" in t1 and "gpu=" not in t1 and "disk_mb=10000" in t1
     mae = blocks["train_mae"]
     for token in ("slurm_partition=gpu", "gpu=4", "gpu_model=a100", "cpus_per_task=32", "mem_mb=128000",
                   "slurm_account=proj42", "runtime=1440"):
         assert token in mae, (token, mae)
 
+
+
+RESOURCES_AT_ATTEMPT = """
+import json, sys
+from pathlib import Path
+
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings, StorageSettings
+
+snakefile, workdir, configfile = map(Path, sys.argv[1:4])
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(
+        configfiles=[configfile]), storage_settings=StorageSettings(), snakefile=snakefile, workdir=workdir)
+    wf.dag(DAGSettings(targets={"all"}))
+    workflow = wf._workflow
+    workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True)
+    workflow._build_dag()
+    out = {}
+    for job in workflow.dag.jobs:
+        if job.rule.name == "preprocess_session":
+            res = [job.rule.expand_resources(job.wildcards, job.input, attempt=a) for a in (1, 2)]
+            out[job.wildcards.session + "_" + job.wildcards.subject + "_" + job.wildcards.cohort] = [
+                len([f for f in job.input if "/raw/" in f]), *[[r["mem_mb"], r["runtime"]] for r in res]]
+    print(json.dumps(out))
+"""
+
+
+def test_real_preprocess_jobs_one_per_session_sized_by_scans_and_growing_with_attempt(tmp_path):
+    """The real workflow on a small synthetic setup: one job per session, 40 per group, each with
+    6000 MB and 8 min for the T1 + 5 per other scan, both doubled on the second attempt."""
+    import json
+
+    from braing3n.bench.dag import CohortShape, synth_scans, write_setup
+
+    shapes = (CohortShape("mono", 30, ("T1",), 0.5, (2, 2)), CohortShape("onc", 20, ("T1", "T1c", "T2", "FLAIR")),
+              CohortShape("plain", 10, ("T1",)))  # synth_scans tops up the total with the last T1-only cohort
+    scans = synth_scans(110, seed=3, shapes=shapes)
+    config = write_setup(scans, tmp_path)
+    sessions = scans[["cohort", "subject", "session"]].drop_duplicates()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRAING3N_SLURM_")} | SITE_ENV
+    snakemake = Path(sys.executable).with_name("snakemake")
+    res = subprocess.run([str(snakemake), "--profile", str(PROFILE.parent), "--configfile", str(config), "-n",
+                          "all"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert out.count("rule preprocess_session:") == len(sessions) < len(scans)
+    assert out.count("Group job preprocess") == math.ceil(len(sessions) / 40)
+    script = tmp_path / "resources_at_attempt.py"
+    script.write_text(RESOURCES_AT_ATTEMPT)
+    res = subprocess.run([sys.executable, str(script), str(REPO / "Snakefile"), str(REPO), str(config)], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    jobs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(jobs) == len(sessions)
+    for n_scans, first, second in jobs.values():
+        assert first == [6000, 8 + 5 * (n_scans - 1)] and second == [12000, 2 * first[1]]
+    assert {n for n, _, _ in jobs.values()} == {1, 4}

@@ -10,7 +10,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 STAGE_RULES = {
     "phantom": ["phantom_phantommem", "phantom_phantomonc"],
-    "preprocess": ["preprocess_t1", "preprocess_modality", "qc_table"],
+    "preprocess": ["preprocess_session", "qc_table"],
     "metadata": ["harmonise", "manifest"],
     "tokenizer": ["store", "train_mae", "train_decoder", "export", "reconstruct"],
     "generator": ["train_dit", "train_dit_long", "generate_arm", "forecast_demo"],
@@ -44,9 +44,8 @@ def test_demo_dry_run_lists_every_stage(tmp_path):
 
     cfg = load_config(REPO / "config" / "demo.yaml")
     scans = [s for c, spec in cfg["cohorts"].items() for s in plan_cohort(c, spec, cfg).scans]
-    n_t1 = sum(s.modality == "T1" for s in scans)
-    assert counts["preprocess_t1"] == n_t1
-    assert counts["preprocess_modality"] == len(scans) - n_t1
+    sessions = {(s.cohort, s.subject, s.session) for s in scans}
+    assert counts["preprocess_session"] == len(sessions) < len(scans)  # one job per session, not per scan
 
 
 def test_template_config_is_not_merged_into_the_demo(tmp_path):

@@ -4,6 +4,7 @@ results/
   phantom/                                           ground truth written by `braing3n phantom` lives with the raw data
   preprocessed/{cohort}/sub-{subject}/ses-{session}/anat/
       sub-{subject}_ses-{session}_{modality}_qc.json  scan record (status ok|failed, outputs, QC numbers)
+      sub-{subject}_ses-{session}_session.json       session record: the session's scan records and statuses
       sub-..._space-SRI24_{modality}.nii.gz           atlas-space volume, negatives clipped
       sub-..._space-SRI24_desc-brain_mask.nii.gz      brain mask in atlas space
   qc/{cohort}_qc.parquet|csv                          per-cohort QC table with outlier flags
@@ -20,6 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def scan_record_name(subject: str, session: str, modality: str) -> str:
+    """File name of a scan record; it sits in the scan's folder, beside its session record."""
+    return f"sub-{subject}_ses-{session}_{modality}_qc.json"
+
+
 @dataclass(frozen=True)
 class Layout:
     root: str = "results"
@@ -31,7 +37,10 @@ class Layout:
         return f"{self.scan_dir(cohort, subject, session)}/sub-{subject}_ses-{session}_{modality}"
 
     def scan_record(self, cohort: str, subject: str, session: str, modality: str) -> str:
-        return self.scan_stem(cohort, subject, session, modality) + "_qc.json"
+        return f"{self.scan_dir(cohort, subject, session)}/{scan_record_name(subject, session, modality)}"
+
+    def session_record(self, cohort: str, subject: str, session: str) -> str:
+        return f"{self.scan_dir(cohort, subject, session)}/sub-{subject}_ses-{session}_session.json"
 
     def qc_table(self, cohort: str) -> str:
         return f"{self.root}/qc/{cohort}_qc.parquet"

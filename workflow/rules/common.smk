@@ -70,15 +70,10 @@ def _scans(cohort):
 
 
 SCANS = {c: _scans(c) for c in COHORTS}
-SCAN_INDEX = {(s.cohort, s.subject, s.session, s.modality): s for c in SCANS for s in SCANS[c]}
-
-
-def raw_scan(wc, modality=None):
-    """Raw NIfTI for the scan named by the wildcards (modality from wildcards unless given)."""
-    key = (wc.cohort, wc.subject, wc.session, modality or wc.modality)
-    if key not in SCAN_INDEX:
-        raise ValueError(f"no raw scan for cohort={key[0]} subject={key[1]} session={key[2]} modality={key[3]}")
-    return SCAN_INDEX[key].path
+# (cohort, subject, session) -> {modality: raw path}: what one preprocessing job reads
+SESSION_RAWS = {}
+for _scan in (s for c in SCANS for s in SCANS[c]):
+    SESSION_RAWS.setdefault((_scan.cohort, _scan.subject, _scan.session), {})[_scan.modality] = _scan.path
 
 
 def sessions(cohort):

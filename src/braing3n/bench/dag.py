@@ -195,6 +195,21 @@ def run_dryrun(config_path: Path, profile: str, log_path: Path, timeout: int) ->
     return wall, cpu, peak / 1024.0, text
 
 
+def time_scontrol() -> float:
+    """Wall seconds of `scontrol show config` (NaN without scontrol). The SLURM executor plugin
+    runs it when snakemake imports the plugin (10 s timeout), so where scontrol is installed but
+    no controller answers, every dry run waits that long without using the CPU."""
+    exe = shutil.which("scontrol")
+    if exe is None:
+        return float("nan")
+    t0 = time.perf_counter()
+    try:
+        subprocess.run([exe, "show", "config"], capture_output=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    return time.perf_counter() - t0
+
+
 def write_results(rows: list[tuple[str, object, str]], out: Path, prov: dict) -> pd.DataFrame:
     """<out>/dag.csv and dag.md from (metric, value, note) rows; returns the table.
 
@@ -256,6 +271,8 @@ def main(argv: list[str]) -> int:
         ("dryrun_seconds", round(wall, 2), f"snakemake --profile {args.profile} -n all, wall clock (goal < 60)"),
         ("dryrun_cpu_seconds", round(cpu, 2), "user + system CPU of the dry run (= wall on an idle core)"),
         ("dryrun_peak_rss_mb", round(peak_mb, 1), "max resident memory of the dry run"),
+        ("scontrol_wait_seconds", round(time_scontrol(), 2),
+         "`scontrol show config`, run by the SLURM plugin at import: part of the wall clock, no CPU"),
         ("dryrun_plain_seconds", round(plain_wall, 2), "snakemake -n all without a profile, wall clock"),
         ("dryrun_plain_cpu_seconds", round(plain_cpu, 2), "same, user + system CPU"),
         ("jobs", dag["jobs"], "jobs in the DAG"),

