@@ -49,7 +49,7 @@ def test_guidance_table_recovers_planted_condition_and_degrades(tmp_path):
     conds = {"sex": {"column": "sex", "kind": "classification"}, "age": {"column": "age", "kind": "regression"}}
     tab = guidance_table(pd.DataFrame(rows), np.concatenate(feats), real, x_real, conds, seed=0)
     t = tab.set_index(["condition", "cfg_scale"])
-    assert t.loc[("sex", "real"), "accuracy"] > 0.85
+    assert t.loc[("sex", "real"), "accuracy"] > 0.85 and t.loc[("sex", "real"), "real_counts"] == "F:40 M:40"
     assert t.loc[("sex", "1.0"), "accuracy"] > 0.85 and t.loc[("sex", "4.0"), "accuracy"] < 0.75
     assert t.loc[("age", "1.0"), "pearson_r"] > 0.65 and abs(t.loc[("age", "4.0"), "pearson_r"]) < 0.5
     plot_guidance(tab, str(tmp_path / "g.png"))

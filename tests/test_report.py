@@ -114,7 +114,7 @@ def test_missing_manifest_is_a_one_line_error(tmp_path, capsys):
     assert not (root / "t.csv").exists()
 
 
-def _guidance(path: Path, hits: int, n: int, r: float, n_age: int) -> None:
+def _guidance(path: Path, hits: int, n: int, r: float, n_age: int, real_accuracy: float = 1.0) -> None:
     from braing3n.provenance import write_table
 
     rows = [{"condition": "sex", "column": "sex", "kind": "classification", "n_values": 2, "cfg_scale": s, "n": n,
@@ -122,7 +122,7 @@ def _guidance(path: Path, hits: int, n: int, r: float, n_age: int) -> None:
     rows += [{"condition": "age", "column": "age", "kind": "regression", "n_values": 4, "cfg_scale": s, "n": n_age,
               "status": "ok", "accuracy": np.nan, "pearson_r": r if s == 1.0 else 0.0} for s in (1.0, 4.0)]
     rows.append({"condition": "sex", "column": "sex", "kind": "classification", "n_values": 2, "cfg_scale": "real",
-                 "n": 40, "status": "ok", "accuracy": 1.0, "pearson_r": np.nan})
+                 "n": 40, "status": "ok", "accuracy": real_accuracy, "pearson_r": np.nan, "real_counts": "F:20 M:20"})
     write_table(pd.DataFrame(rows), path, {"git_commit": "x"})
 
 
@@ -139,6 +139,12 @@ def test_guidance_checks_need_significance_not_just_above_chance(tmp_path):
     _guidance(tmp_path / "guidance.csv", hits=10, n=16, r=0.3, n_age=16)
     check = honest_check(tmp_path)
     assert len(check) == 2 and not check["passed"].any(), check.to_string()
+    sex = check[check["check"].str.contains("sex")]["detail"].iloc[0]
+    assert "judge on real scans: accuracy 1.00 (n=40, F:20 M:20)" in sex and "not above chance" not in sex
+    # a judge at chance on the real scans (11/20 with 2 values) is named as the reason
+    _guidance(tmp_path / "guidance.csv", hits=10, n=16, r=0.3, n_age=16, real_accuracy=0.55)
+    sex = honest_check(tmp_path).set_index("check").filter(like="sex", axis=0)["detail"].iloc[0]
+    assert "accuracy 0.55 (n=40, F:20 M:20) - the judge itself is not above chance" in sex
 
 
 @pytest.mark.xfail(strict=True, reason="known limitation, issue #7: the demo's CPU budget (240 MAE steps, 3,000 DiT "

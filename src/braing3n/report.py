@@ -89,6 +89,20 @@ def _above_chance_p(kind: str, n: int, value: float, chance: float) -> float:
     return float(stats.t.sf(t, n - 2))
 
 
+def _judge_detail(real: pd.DataFrame, name: str, metric: str, chance: float, level: float) -> str:
+    """How well the probe that judges the samples reads the condition on real scans (grouped CV).
+    A judge at chance on real data cannot tell whether the samples follow the request."""
+    if name not in real.index or not np.isfinite(float(real.loc[name, metric])):
+        return ""
+    row = real.loc[name]
+    value, n = float(row[metric]), int(row["n"])
+    counts = row.get("real_counts", "")
+    counts = f", {counts}" if isinstance(counts, str) and counts else ""
+    note = "" if _above_chance_p(metric, n, value, chance) < level else (
+        " - the judge itself is not above chance on real scans, so this row cannot pass until it is")
+    return f"; judge on real scans: {metric} {value:.2f} (n={n}{counts}){note}"
+
+
 def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit") -> pd.DataFrame:
     """Known effects of the phantom cohorts recovered? One row per check with the numbers behind it.
 
@@ -133,7 +147,9 @@ def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit"
     gpath = tables / "guidance.csv"
     if gpath.exists():
         g, _ = read_table(gpath)
-        g = g[(g["status"] == "ok") & (g["cfg_scale"].astype(str) != "real")]
+        g = g[g["status"] == "ok"]
+        real = g[g["cfg_scale"].astype(str) == "real"].set_index("condition")
+        g = g[g["cfg_scale"].astype(str) != "real"]
         for name, grp in g.groupby("condition", sort=True):
             metric = "accuracy" if grp["kind"].iloc[0] == "classification" else "pearson_r"
             values = grp[metric].astype(float)
@@ -150,7 +166,7 @@ def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit"
             rows.append({"check": f"generated samples follow requested {name} (best {metric} over scales)",
                          "value": float(best[metric]), "reference": chance, "passed": bool(p < level),
                          "detail": f"cfg scale {best['cfg_scale']}, n={int(best['n'])}, one-sided p={p:.2g} "
-                                   f"(needs < {level:.3g})"})
+                                   f"(needs < {level:.3g}){_judge_detail(real, name, metric, chance, level)}"})
     return pd.DataFrame(rows, columns=["check", "value", "reference", "passed", "detail"])
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from braing3n.evaluate.probes import fit_predict, run_probe
+from braing3n.models.mae import pool_token_grid
 
 GRID = (10, 12, 10)
 
@@ -27,11 +29,7 @@ def latent_features(latents: np.ndarray, pool: int = 2, grid: tuple = GRID) -> n
         raise ValueError(f"latent has {t} tokens, expected {int(np.prod(grid))} ({grid})")
     if pool <= 1:
         return lat.reshape(n, -1)
-    g = lat.reshape(n, *grid, c)
-    crop = [s - s % pool for s in grid]
-    g = g[:, :crop[0], :crop[1], :crop[2]]
-    g = g.reshape(n, crop[0] // pool, pool, crop[1] // pool, pool, crop[2] // pool, pool, c)
-    return g.mean(axis=(2, 4, 6)).reshape(n, -1)
+    return pool_token_grid(torch.from_numpy(lat), grid, pool, channels_last=True).numpy()
 
 
 def fit_condition_probe(x_real: np.ndarray, y_real: np.ndarray, groups: np.ndarray, kind: str,
@@ -57,7 +55,8 @@ def score_requests(kind: str, requested: np.ndarray, predicted: np.ndarray) -> d
 def guidance_table(samples: pd.DataFrame, sample_features: np.ndarray, real: pd.DataFrame,
                    real_features: np.ndarray, conditions: dict[str, dict], seed: int,
                    n_boot: int = 0) -> pd.DataFrame:
-    """One row per (condition, cfg scale) plus a 'real' row: the probe's own grouped-CV score on real data.
+    """One row per (condition, cfg scale) plus a 'real' row: the probe's own grouped-CV score on real data
+    (and, for categories, how many real scans of each value it learnt from: ``real_counts``).
 
     ``samples`` has columns condition, value, cfg_scale (one row per generated sample);
     ``conditions[name]`` = {"column": manifest column, "kind": classification|regression}.
@@ -92,7 +91,10 @@ def guidance_table(samples: pd.DataFrame, sample_features: np.ndarray, real: pd.
             real_score = score_requests(kind, ref.y_true, pred_real)
         else:
             real_score = score_requests(kind, ref.y_true, ref.y_pred)
-        rows.append({**base, "cfg_scale": "real", "n": len(yr), "status": "ok", "reason": "", **real_score})
+        # what the judge learnt from: with 3 scans of a class, a real-data probe at chance is no surprise
+        counts = " ".join(f"{v}:{k}" for v, k in sorted(yr.value_counts().items())) if kind == "classification" else ""
+        rows.append({**base, "cfg_scale": "real", "n": len(yr), "status": "ok", "reason": "", "real_counts": counts,
+                     **real_score})
         sel = (samples["condition"] == name).to_numpy()
         pred, classes = fit_condition_probe(xr, yr.to_numpy(), groups, kind, sample_features[sel], seed)
         if kind == "classification":

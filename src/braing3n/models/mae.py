@@ -85,15 +85,18 @@ def sincos_pos_embed_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
     return F.pad(emb, (0, dim - emb.shape[1])).float()
 
 
-def pool_token_grid(tokens: torch.Tensor, grid: tuple[int, int, int], pool: int = 2) -> torch.Tensor:
-    """[B, prod(grid), D] encoder tokens -> [B, prod(grid // pool) * D]: the token grid average-pooled.
+def pool_token_grid(tokens: torch.Tensor, grid: tuple[int, int, int], pool: int = 2,
+                    channels_last: bool = False) -> torch.Tensor:
+    """[B, prod(grid), D] encoder tokens -> [B, prod(grid // pool) * D]: the token grid average-pooled
+    (a remainder along an axis is dropped), flattened channel-major or, with ``channels_last``,
+    position-major (each pooled cell's D values together).
 
     The "grid" probe feature: it keeps where things are (ventricles, medial temporal lobe, a
     tumour), which the mean over all tokens averages away. 10x12x10 at pool 2 -> 5x6x5 x D.
     """
     b, _, d = tokens.shape
-    vol = tokens.transpose(1, 2).reshape(b, d, *grid)
-    return F.avg_pool3d(vol.float(), pool).flatten(1)
+    vol = F.avg_pool3d(tokens.transpose(1, 2).reshape(b, d, *grid).float(), pool)
+    return (vol.permute(0, 2, 3, 4, 1) if channels_last else vol).flatten(1)
 
 
 def patchify(vols: torch.Tensor, patch: int = PATCH) -> torch.Tensor:

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from braing3n import atlas as atlas_mod
-from braing3n.phantom import anatomy, scanner
-from braing3n.phantom.generate import MODALITY_GAIN, nifti_bytes
+from braing3n.phantom import anatomy
+from braing3n.phantom.generate import nifti_bytes, render_scan
 from braing3n.phantom.plan import CohortPlan, SubjectPlan
 
 
@@ -35,13 +35,9 @@ def render_subject(sub: SubjectPlan, deformation_mm: float) -> dict[str, np.ndar
         anat = anatomy.session_anatomy(sub.tumour, ses.atrophy, sub.seed)
         labels_atlas = anat.labels(ctx)
         for sc in ses.scans:
-            img_atlas = scanner.intensity_volume(ctx, anat, sc.ref.modality, sub.tumour, sub.diagnosis == "PD",
-                                                 sub.contrast)
-            # identity placement: the atlas grid samples the deformed anatomy directly
-            clean, labels = scanner.sample_scan(img_atlas, labels_atlas, atlas_mod.SHAPE, atlas_mod.AFFINE,
-                                                np.eye(4), disp, thick=False)
-            level = sub.intensity_scale * MODALITY_GAIN[sc.ref.modality]
-            img = scanner.add_noise(clean * level, sub.noise_sigma * level, sc.seed + 1)
+            # identity placement and no bias field: the atlas grid samples the deformed anatomy directly
+            img, labels, _ = render_scan(ctx, anat, labels_atlas, sub, sc, (atlas_mod.SHAPE, atlas_mod.AFFINE,
+                                                                            np.eye(4)), disp, thick=False)
             out[sc.ref.scan_id] = np.where((labels >= 1) & (labels <= 6), img, 0).astype(np.float32)
     return out
 

@@ -72,6 +72,18 @@ def scan_truth(plan: CohortPlan, sub: SubjectPlan, ses: SessionPlan, sc: ScanPla
     }
 
 
+def render_scan(ctx, anat, atlas_labels: np.ndarray, sub: SubjectPlan, sc, grid: tuple, disp, thick: bool,
+                bias: np.ndarray | float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """One scan's image: the session anatomy in the scan's contrast, sampled on ``grid`` = (shape,
+    affine, atlas-to-native placement) through the subject's deformation, times the bias field and
+    the subject's intensity level, plus Rician noise. Returns (image, labels, level)."""
+    shape, affine, a2n = grid
+    atlas_img = scanner.intensity_volume(ctx, anat, sc.ref.modality, sub.tumour, sub.diagnosis == "PD", sub.contrast)
+    clean, labels = scanner.sample_scan(atlas_img, atlas_labels, shape, affine, a2n, disp, thick)
+    level = sub.intensity_scale * MODALITY_GAIN[sc.ref.modality]
+    return scanner.add_noise(clean * bias * level, sub.noise_sigma * level, sc.seed + 1), labels, level
+
+
 def generate_subject(plan: CohortPlan, sub: SubjectPlan, log=print) -> list[str]:
     """Synthesise every scan of one subject; returns the files written."""
     ctx = anatomy.atlas_context()
@@ -88,13 +100,9 @@ def generate_subject(plan: CohortPlan, sub: SubjectPlan, log=print) -> list[str]
             t1 = time.perf_counter()
             a2n = scanner.placement(ctx.centre_world, sub.head_scale, sc.rotation_deg, sc.translation_mm)
             shape, naff = scanner.native_grid(sc.orientation, sc.voxel_size)
-            atlas_img = scanner.intensity_volume(ctx, anat, sc.ref.modality, sub.tumour, sub.diagnosis == "PD",
-                                                 sub.contrast)
             thick = max(sc.voxel_size) >= 2 * min(sc.voxel_size)
-            clean, labels = scanner.sample_scan(atlas_img, atlas_labels, shape, naff, a2n, disp, thick)
             bias = scanner.bias_field(shape, naff, sub.bias_strength, sc.seed)
-            level = sub.intensity_scale * MODALITY_GAIN[sc.ref.modality]
-            img = scanner.add_noise(clean * bias * level, sub.noise_sigma * level, sc.seed + 1)
+            img, labels, level = render_scan(ctx, anat, atlas_labels, sub, sc, (shape, naff, a2n), disp, thick, bias)
             brainmask = ((labels >= 1) & (labels <= 6)).astype(np.uint8)
             extra = {"volumes_ml": volumes, "noise_sigma_abs": round(sub.noise_sigma * level, 4),
                      "deformation_rms_mm": round(disp_rms, 4), "contrast": sub.contrast,
