@@ -16,7 +16,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make demo   - run the pipeline end to end on the phantom demo cohorts (CPU)"
 	@echo "make test   - run the test suite"
-	@echo "make test-demo - the honest check on a demo-sized learning chain (~15 min)"
+	@echo "make test-demo - the honest check on a demo-sized learning chain (~19 min)"
 	@echo "make bench  - run the benchmarks (tables written under bench/)"
 	@echo "make lint   - ruff"
 
@@ -37,7 +37,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# the demo's honest check on a demo-sized learning chain (~15 min on 2 cores; tests/test_demo_learning.py)
+# the demo's honest check on a demo-sized learning chain (~19 min on 2 cores; tests/test_demo_learning.py)
 test-demo: $(STAMP)
 	BRAING3N_DEMO_TEST=1 $(BIN)/python -m pytest -q -rA tests/test_demo_learning.py
 

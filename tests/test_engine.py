@@ -176,3 +176,30 @@ def test_sigterm_checkpoints_and_resumes(tmp_path):
     fit(ToyTask(), cfg(), tmp_path / "full")
     a, b = load_file(tmp_path / "full" / "final.safetensors"), load_file(tmp_path / "part" / "final.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoints_of_another_run_are_not_resumed(tmp_path, capsys):
+    """A job rerun because its settings or data changed starts over; a retry of the same run resumes."""
+    fit(ToyTask(), cfg(), tmp_path, stop_at=8)
+    assert ck.load_latest(tmp_path / "checkpoints")["step"] == 8
+    fresh = tmp_path / "fresh"
+    fit(ToyTask(), cfg(lr=5e-3), fresh)
+    fit(ToyTask(), cfg(lr=5e-3), tmp_path)  # lr changed: the step-8 checkpoint must not be used
+    assert "from another run" in capsys.readouterr().err
+    for name in ("final.safetensors", "final_ema.safetensors"):
+        a, b = load_file(fresh / name), load_file(tmp_path / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(2, 13, 2))  # logged from the start again
+
+    class OtherData(ToyTask):
+        def data_key(self):
+            return "other"
+
+    part = tmp_path / "data"
+    fit(ToyTask(), cfg(), part, stop_at=4)
+    fit(OtherData(), cfg(), part, stop_at=6)  # same settings, other training data: starts over
+    assert "from another run" in capsys.readouterr().err
+    assert ck.load_latest(part / "checkpoints")["step"] == 6
+    fit(OtherData(), cfg(), part)  # the same run again: resumes from step 6
+    assert "resumed from step 6" in capsys.readouterr().err

@@ -11,6 +11,7 @@ self-contained for `load_generator`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,16 @@ class GeneratorTask:
 
     def model_config(self) -> dict:
         return self.model_cfg.to_dict()
+
+    def data_key(self) -> str:
+        """Digest of the training latents, their conditions and vocabulary (resume only on the same data)."""
+        h = hashlib.blake2b(digest_size=16)
+        for name, arr in [("target", self.target), ("context", self.context), *sorted(self.conds.items())]:
+            h.update(name.encode())
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(json.dumps(self.vocab.to_dict(), sort_keys=True, default=str).encode())
+        return h.hexdigest()
 
     def metadata(self) -> dict:
         return {"kind": self.kind, "model": self.model_cfg.to_dict(), "vocabulary": self.vocab.to_dict(),

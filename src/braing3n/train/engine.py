@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -179,6 +180,21 @@ class _Metrics:
             self.tb.close()
 
 
+# Settings a checkpoint may be resumed under with other values: they do not change what is learnt.
+_RESUME_FREE = ("device", "bf16", "compile", "num_workers", "ckpt_every", "log_every", "keep_checkpoints")
+
+
+def run_key(task: Task, cfg: TrainConfig) -> str:
+    """What a checkpoint must match to be resumed: the task, its model config, the optimisation
+    settings and, when the task gives one (``data_key()``), a key of its training data. A retried
+    or requeued job has the same key; a job rerun because its inputs or settings changed does not,
+    and must start over instead of resuming the old run's weights."""
+    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
+    payload = {"task": task.name, "model": getattr(task, "model_config", lambda: {})(), "train": train,
+               "data": getattr(task, "data_key", lambda: None)()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None = None) -> Path:
     """Train ``task`` to ``cfg.steps`` optimiser steps in ``out_dir``, resuming from its latest checkpoint.
 
@@ -208,10 +224,20 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None =
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     start = 0
+    key = run_key(task, cfg)
     state = ck.load_latest(ckpt_dir)
     if state is not None:
         if state.get("task") != task.name:
             raise ValueError(f"{ckpt_dir}: checkpoints belong to task {state.get('task')!r}, not {task.name!r}")
+        if state.get("run_key") != key:
+            if di.is_main:
+                print(f"engine: {task.name}: the checkpoints in {ckpt_dir} are from another run (settings or "
+                      "training data changed): starting from step 0", file=sys.stderr)
+                for old in ck.list_checkpoints(ckpt_dir):
+                    Path(old).unlink(missing_ok=True)
+            barrier()
+            state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -235,7 +261,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None =
     def save(step: int) -> None:
         rngs = gather_objects(ck.rng_state())
         if di.is_main:
-            ck.save_checkpoint({"task": task.name, "step": step, "data_position": step * cfg.grad_accum,
+            ck.save_checkpoint({"task": task.name, "run_key": key, "step": step, "data_position": step * cfg.grad_accum,
                                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                                 "scheduler": sched.state_dict(), "ema": ema.state_dict() if ema else None,
                                 "rng": rngs, "train_config": json.dumps(dataclasses.asdict(cfg), default=str)},
