@@ -18,11 +18,11 @@ import io
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+from dag_script import dag_script
 
 from braing3n.bench.dag import CohortShape, synth_scans, write_setup
 
@@ -33,35 +33,20 @@ PROFILE = str(REPO / "profiles" / "local")
 PREPROCESS_RULES = {"preprocess_session", "qc_table"}
 PER_COHORT_RULES = PREPROCESS_RULES | {"harmonise"}
 
-MATERIALISE = textwrap.dedent('''
-    """Create every output of the DAG for `all` (empty files, directories for directory outputs)."""
-    import sys
-    from pathlib import Path
-
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, ResourceSettings,
-                                          StorageSettings)
-
-    snakefile, workdir, configfile = map(Path, sys.argv[1:4])
-    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
-        wf = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(
-            configfiles=[configfile]), storage_settings=StorageSettings(), snakefile=snakefile, workdir=workdir)
-        wf.dag(DAGSettings(targets={"all"}))
-        workflow = wf._workflow
-        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True)
-        workflow._build_dag()
-        n = 0
-        for job in workflow.dag.jobs:
-            for f in list(job.output) + list(job.log):
-                path = Path(str(f))
-                if f.is_directory:
-                    path.mkdir(parents=True, exist_ok=True)
-                    (path / "placeholder").touch()
-                else:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.touch()
-                n += 1
-        print(f"materialised {n} outputs")
+MATERIALISE = dag_script('''
+# create every output of the DAG for `all` (empty files, directories for directory outputs)
+n = 0
+for job in workflow.dag.jobs:
+    for f in list(job.output) + list(job.log):
+        path = Path(str(f))
+        if f.is_directory:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / "placeholder").touch()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        n += 1
+print(f"materialised {n} outputs")
 ''')
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dag_script import dag_script
 from snakemake.profiles import ProfileConfigFileParser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,29 +139,15 @@ def test_dry_run_groups_sessions_and_routes_gpu_job(tmp_path):
 
 
 
-RESOURCES_AT_ATTEMPT = """
-import json, sys
-from pathlib import Path
-
-from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings, StorageSettings
-
-snakefile, workdir, configfile = map(Path, sys.argv[1:4])
-with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
-    wf = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(
-        configfiles=[configfile]), storage_settings=StorageSettings(), snakefile=snakefile, workdir=workdir)
-    wf.dag(DAGSettings(targets={"all"}))
-    workflow = wf._workflow
-    workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True)
-    workflow._build_dag()
-    out = {}
-    for job in workflow.dag.jobs:
-        if job.rule.name == "preprocess_session":
-            res = [job.rule.expand_resources(job.wildcards, job.input, attempt=a) for a in (1, 2)]
-            out[job.wildcards.session + "_" + job.wildcards.subject + "_" + job.wildcards.cohort] = [
-                len([f for f in job.input if "/raw/" in f]), *[[r["mem_mb"], r["runtime"]] for r in res]]
-    print(json.dumps(out))
-"""
+RESOURCES_AT_ATTEMPT = dag_script("""
+out = {}
+for job in workflow.dag.jobs:
+    if job.rule.name == "preprocess_session":
+        res = [job.rule.expand_resources(job.wildcards, job.input, attempt=a) for a in (1, 2)]
+        out[job.wildcards.session + "_" + job.wildcards.subject + "_" + job.wildcards.cohort] = [
+            len([f for f in job.input if "/raw/" in f]), *[[r["mem_mb"], r["runtime"]] for r in res]]
+print(json.dumps(out))
+""")
 
 
 def test_real_preprocess_jobs_one_per_session_sized_by_scans_and_growing_with_attempt(tmp_path):
