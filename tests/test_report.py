@@ -147,9 +147,10 @@ def test_guidance_checks_need_significance_not_just_above_chance(tmp_path):
     assert "accuracy 0.55 (n=40, F:20 M:20) - the judge itself is not above chance" in sex
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation, issue #7: the demo's CPU budget (1,000 MAE steps) is too "
-                   "short for the MAE to beat its untrained twin (ties on sex and age; the demo-sized chain passes "
-                   "the other 5 checks; docs/evaluate.md#honest-check-demo). Strict: a passing demo must drop this")
+@pytest.mark.xfail(strict=True, reason="known limitation, issue #7: the demo's CPU budget (1,000 MAE steps, 3,000 DiT "
+                   "steps) is too short for the MAE to beat its untrained twin (ties on sex and age) and, after real "
+                   "preprocessing, for the DiT to follow sex significantly (12/16); 4 of 6 checks pass "
+                   "(docs/evaluate.md#honest-check-demo). Strict: a passing demo must drop this")
 def test_demo_run_recovers_the_known_effects():
     """On `make demo` output (skipped when absent): the honest check of the report passes."""
     path = REPO / "results" / "demo" / "report" / "honest_check.csv"
