@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+SESSION_RECORD_SUFFIX = "_session.json"
+
 
 def scan_record_name(subject: str, session: str, modality: str) -> str:
     """File name of a scan record; it sits in the scan's folder, beside its session record."""
@@ -33,14 +35,11 @@ class Layout:
     def scan_dir(self, cohort: str, subject: str, session: str) -> str:
         return f"{self.root}/preprocessed/{cohort}/sub-{subject}/ses-{session}/anat"
 
-    def scan_stem(self, cohort: str, subject: str, session: str, modality: str) -> str:
-        return f"{self.scan_dir(cohort, subject, session)}/sub-{subject}_ses-{session}_{modality}"
-
     def scan_record(self, cohort: str, subject: str, session: str, modality: str) -> str:
         return f"{self.scan_dir(cohort, subject, session)}/{scan_record_name(subject, session, modality)}"
 
     def session_record(self, cohort: str, subject: str, session: str) -> str:
-        return f"{self.scan_dir(cohort, subject, session)}/sub-{subject}_ses-{session}_session.json"
+        return f"{self.scan_dir(cohort, subject, session)}/sub-{subject}_ses-{session}{SESSION_RECORD_SUFFIX}"
 
     def qc_table(self, cohort: str) -> str:
         return f"{self.root}/qc/{cohort}_qc.parquet"

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from braing3n.paths import SESSION_RECORD_SUFFIX
+
 COLUMNS = ["scan_id", "cohort", "subject", "session", "modality", "status", "reason", "hdbet",
            "brain_volume_ml", "ncc_atlas", "nmi_atlas", "dice_atlas_mask", "nmi_t1_before", "nmi_t1_after",
            "runtime_total_s", "volume", "brain_mask"]
@@ -44,7 +46,7 @@ def scan_record_paths(paths: list[str]) -> list[Path]:
     """Scan records named directly or through session records (`{"scans": [{"record": name}, ...]}`)."""
     out = []
     for p in map(Path, paths):
-        if p.name.endswith("_session.json"):
+        if p.name.endswith(SESSION_RECORD_SUFFIX):
             out.extend(p.parent / scan["record"] for scan in _load(p, "session record").get("scans", []))
         else:
             out.append(p)

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from braing3n.data.loader import VolumeDataset, eval_batches, zscore
 from braing3n.data.store import read_index
+from braing3n.models.mae import pool_token_grid
 
 
 def export_embeddings(tok, index, out: str | Path, batch_size: int = 2, num_workers: int = 0) -> dict[str, np.ndarray]:
@@ -22,7 +24,7 @@ def export_embeddings(tok, index, out: str | Path, batch_size: int = 2, num_work
     grid_tokens, latent_dim, width = tok.mae_cfg.n_tokens, tok.dec_cfg.latent_dim, tok.mae_cfg.width
     arrays = {"scan_id": np.array([], dtype=str), "latent": np.zeros((0, grid_tokens, latent_dim), np.float32),
               "cls": np.zeros((0, width), np.float32), "mean": np.zeros((0, width), np.float32),
-              "grid": np.zeros((0, width * int(np.prod([g // 2 for g in tok.mae_cfg.grid]))), np.float16)}
+              "grid": pool_token_grid(torch.zeros(0, grid_tokens, width), tok.mae_cfg.grid).numpy().astype(np.float16)}
     if len(index):
         ds = VolumeDataset(index)
         parts: dict[str, list[np.ndarray]] = {"latent": [], "cls": [], "mean": [], "grid": []}
