@@ -83,10 +83,16 @@ def test_paired_bootstrap_win_tie_loss():
     noise = rng.uniform(size=(80, 2))
     ys = y.astype(str)
     cls = ["0", "1"]
-    assert paired_bootstrap("classification", ys, good, noise, cls, groups, "auroc", 200, 0)["verdict"] == "win"
+    win = paired_bootstrap("classification", ys, good, noise, cls, groups, "auroc", 200, 0)
+    assert win["verdict"] == "win" and win["p_value"] == 0.0  # no resample where the noise does as well
     assert paired_bootstrap("classification", ys, noise, good, cls, groups, "auroc", 200, 0)["verdict"] == "loss"
     tie = paired_bootstrap("classification", ys, good, good.copy(), cls, groups, "auroc", 200, 0)
-    assert tie["verdict"] == "tie" and tie["diff"] == 0
+    assert tie["verdict"] == "tie" and tie["diff"] == 0 and tie["p_value"] == 1.0
+    # a small edge: p is twice the share of resamples on the losing side, a tie at the 95% level
+    edge = np.clip(good + rng.normal(0, 0.6, good.shape), 0, 1)
+    close = paired_bootstrap("classification", ys, edge, np.clip(edge + rng.normal(0, 0.3, good.shape), 0, 1),
+                             cls, groups, "auroc", 400, 0)
+    assert 0.05 < close["p_value"] < 1.0 and close["verdict"] == "tie", close
     # lower-is-better metric: MAE
     t = rng.normal(50, 10, 80)
     r = paired_bootstrap("regression", t, t + rng.normal(0, 1, 80), t + rng.normal(0, 8, 80), [], groups,

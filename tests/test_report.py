@@ -18,18 +18,18 @@ def _results(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     rows = []
     for i in range(36):
-        sex, age = "FM"[i % 2], float(rng.uniform(20, 85))
+        sex, age, cdr_sb = "FM"[i % 2], float(rng.uniform(20, 85)), float(rng.integers(0, 19)) / 2
         for mod in ("T1", "FLAIR"):
             rows.append({"cohort": "c1", "subject_id": f"s{i:02d}", "session_id": "1", "scan_id": f"c1_s{i:02d}_{mod}",
-                         "modality": mod, "sex": sex, "age": age, "diagnosis": "HC",
+                         "modality": mod, "sex": sex, "age": age, "cdr_sb": cdr_sb, "diagnosis": "HC",
                          "split": "train" if i < 28 else "test"})
     man = pd.DataFrame(rows)
     root = tmp_path / "results"
     (root / "metadata").mkdir(parents=True)
     man.to_parquet(root / "metadata" / "manifest.parquet", index=False)
     n = len(man)
-    signal = np.c_[3.0 * (man["sex"] == "M"), (man["age"] - 50) / 8]
-    mae = np.c_[signal + rng.normal(0, 0.7, (n, 2)), rng.normal(size=(n, 6))]
+    signal = np.c_[3.0 * (man["sex"] == "M"), (man["age"] - 50) / 8, man["cdr_sb"] - 4.5]
+    mae = np.c_[signal + rng.normal(0, 0.7, (n, 3)), rng.normal(size=(n, 5))]
     (root / "embeddings" / "random_vit").mkdir(parents=True)
     np.savez(root / "embeddings" / "c1.npz", scan_id=man["scan_id"].to_numpy(str), cls=mae[:, ::-1], mean=mae)
     floor = rng.normal(size=(n, 8))
@@ -63,7 +63,7 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     assert "# provenance: " in (root / "tables/probes_mae.csv").read_text()
     assert (root / "tables/probes_mae.md").exists()
     summary = pd.read_csv(root / "tables/encoder_summary.csv", comment="#")["summary"].iloc[0]
-    assert summary.startswith("mae wins or ties on 4 of 4 tasks")  # sex, age, brain_age_hc, modality
+    assert summary.startswith("mae wins or ties on 5 of 5 tasks")  # sex, age, brain_age_hc, cdr_sb, modality
     first = {p.name: p.read_bytes() for p in sorted((root / "tables").glob("*.csv"))}
     _run_eval(tmp_path, root)
     second = {p.name: p.read_bytes() for p in sorted((root / "tables").glob("*.csv"))}
@@ -74,9 +74,9 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     page = out.read_text()
     assert "Honest check" in page and "data:image/png;base64" in page and "probes_mae" in page
     check = pd.read_csv(root / "report" / "honest_check.csv")
-    assert check["passed"].all() and len(check) == 3, check.to_string()
-    assert check["detail"].str.contains("paired bootstrap vs random_vit: win").sum() == 2
-    assert check["value"].iloc[2] == 2.0  # wins on both planted effects
+    assert check["passed"].all() and len(check) == 4, check.to_string()  # sex, age, cdr_sb, "beats the floor"
+    assert check["detail"].str.contains("paired bootstrap vs random_vit: win").sum() == 3
+    assert check["value"].iloc[3] == 3.0  # wins on all three planted effects, each at p < 0.05 / 3
     again = out.read_bytes()
     assert report_main(["--configfile", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
     assert out.read_bytes() == again
@@ -166,3 +166,39 @@ def test_honest_check_reads_grid_features_only_when_both_encoders_have_them():
     both = pd.DataFrame({"encoder": ["mae", "mae", "random_vit", "random_vit"], "feature": ["mean", "grid"] * 2})
     assert _check_feature(both, ("mae", "random_vit")) == "grid"
     assert _check_feature(both.iloc[:3], ("mae", "random_vit")) == "mean"  # the floor lacks the grid
+
+
+def _probe_tables(root: Path, p_values: dict) -> None:
+    """probes_{mae,random_vit}.csv and encoder_comparison.csv for the three known effects (T1, grid)."""
+    from braing3n.provenance import write_table
+
+    metric = {"sex": "auroc", "age": "pearson_r", "cdr_sb": "pearson_r"}
+    for enc, value in (("mae", 0.9), ("random_vit", 0.6)):
+        rows = [{"encoder": enc, "task": t, "status": "ok", "feature": "grid", "view": "T1", m: value,
+                 f"{m}_lo": value - 0.1, f"{m}_hi": value + 0.05} for t, m in metric.items()]
+        write_table(pd.DataFrame(rows), root / f"probes_{enc}.csv", {"git_commit": "x"})
+    cmp = [{"task": t, "versus": "random_vit", "view": "T1", "feature": "grid", "p_value": p,
+            "verdict": "win" if p < 0.05 else "tie"} for t, p in p_values.items()]
+    write_table(pd.DataFrame(cmp), root / "encoder_comparison.csv", {"git_commit": "x"})
+
+
+def test_a_win_over_the_floor_must_survive_the_correction_for_three_effects(tmp_path):
+    from braing3n.report import honest_check
+
+    # p = 0.03 is a 95% win on its own, but not at 0.05 / 3 effects
+    _probe_tables(tmp_path, {"sex": 1.0, "age": 0.03, "cdr_sb": 0.2})
+    check = honest_check(tmp_path).set_index("check")
+    assert len(check) == 4 and check["passed"].iloc[:3].all(), check.to_string()
+    beats = check.loc["mae beats random_vit on at least one known effect"]
+    assert not beats["passed"] and beats["value"] == 0 and "p < 0.0167" in beats["detail"]
+    _probe_tables(tmp_path, {"sex": 1.0, "age": 0.03, "cdr_sb": 0.01})
+    beats = honest_check(tmp_path).set_index("check").loc["mae beats random_vit on at least one known effect"]
+    assert beats["passed"] and beats["value"] == 1 and "cdr_sb: win p=0.01" in beats["detail"]
+    # a known effect whose probe was skipped fails its row instead of vanishing from the check
+    _probe_tables(tmp_path, {"sex": 1.0, "age": 0.03})
+    probes = pd.read_csv(tmp_path / "probes_mae.csv", comment="#")
+    probes.loc[probes["task"] == "cdr_sb", "status"] = "skipped"
+    probes.to_csv(tmp_path / "probes_mae.csv", index=False)
+    check = honest_check(tmp_path)
+    skipped = check[check["check"].str.startswith("cdr_sb")]
+    assert len(skipped) == 1 and not skipped["passed"].iloc[0] and "skipped" in skipped["detail"].iloc[0]

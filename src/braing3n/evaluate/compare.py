@@ -3,7 +3,9 @@
 For a task/view/feature both encoders predicted the same units (same subjects, same folds,
 since folds depend only on labels, subjects and the seed). Resampling subjects and scoring
 both encoders on each resample gives the distribution of the metric difference; the 95%
-interval above 0 is a win, below 0 a loss, otherwise a tie.
+interval above 0 is a win, below 0 a loss, otherwise a tie. The two-sided bootstrap p-value
+(twice the share of resamples on the losing side of 0) lets a reader apply a stricter level, e.g.
+Bonferroni over several comparisons (braing3n.report.honest_check does).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ def paired_bootstrap(kind: str, y_true: np.ndarray, pred_a: np.ndarray, pred_b: 
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
     better_lo, better_hi = sorted((sign * lo, sign * hi))
     verdict = "win" if better_lo > 0 else "loss" if better_hi < 0 else "tie"
+    # resamples with no difference (both at a ceiling) count on both sides, so a tie gets p = 1
+    p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))) if len(diffs) else np.nan
     return {"metric": metric, "value_a": a, "value_b": b, "diff": a - b, "diff_lo": lo, "diff_hi": hi,
-            "verdict": verdict}
+            "p_value": float(p), "verdict": verdict}
 
 
 def _decode(frame: pd.DataFrame, kind: str) -> tuple[np.ndarray, np.ndarray]:
