@@ -7,6 +7,7 @@ records them as produced by the current config. Then, with the local profile's r
 would be rebuilt:
 - nothing changed -> nothing to do;
 - a training hyperparameter changed -> that model and what depends on it, no preprocessing;
+- an evaluate setting changed -> the evaluation stages that read it (and the report), nothing else;
 - a third cohort added -> its preprocessing and metadata, plus the aggregate steps downstream
   (manifest and what reads it), none of the other cohorts' preprocessing or metadata jobs.
 """
@@ -130,3 +131,17 @@ def test_adding_a_cohort_reruns_only_its_preprocessing_and_the_aggregates(done):
     new_sessions = [r["output_file"] for r in rows if r["rule"] == "preprocess_session"]
     assert len(new_sessions) == 2 and all("/gamma/" in f for f in new_sessions), new_sessions  # gamma's two sessions
     assert {"harmonise", "manifest"} <= rules  # gamma's metadata + the combined manifest
+
+
+def test_an_evaluate_setting_reruns_only_the_stages_that_read_it(done):
+    root, config, _ = done
+    changed = yaml.safe_load(yaml.safe_dump(config))
+    ev = changed.setdefault("evaluate", {})
+    ev["guidance"] = {**ev.get("guidance", {}), "n_per_value": 3}
+    rules = {r["rule"] for r in pending(root / "wd", _write(changed, root / "guidance_n.yaml"))}
+    # the sweep and what reads its samples (FID, memorisation, report); probes and every model stay done
+    assert {"guidance", "fid", "memorisation", "report"} <= rules, sorted(rules)
+    assert not rules & {"probes", "compare_encoders", "train_mae", "train_dit", "export"}, sorted(rules)
+    ev["n_boot"] = 17
+    rules = {r["rule"] for r in pending(root / "wd", _write(changed, root / "n_boot.yaml"))}
+    assert {"probes", "compare_encoders", "tokenizers"} <= rules and "train_dit" not in rules, sorted(rules)

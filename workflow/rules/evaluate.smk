@@ -13,6 +13,19 @@ EV_STORE = [L.store_index(c) for c in sorted(COHORTS)]
 EV_SAMPLES = f"{R}/evaluation/guidance_samples.npz"
 
 
+def _ev_settings(*keys):
+    """Evaluate settings a rule reads ("fid.cfg_scale" names a sub-key), for the params rerun trigger:
+    an edited key reruns only the stages that read it (guidance.n_per_value: guidance and what reads
+    its samples, not the probes)."""
+    part = {"seed": config.get("seed")}
+    for key in keys:
+        value = EV
+        for k in key.split("."):
+            value = value.get(k) if isinstance(value, dict) else None
+        part[key] = value
+    return json.dumps(part, sort_keys=True, default=str)
+
+
 wildcard_constraints:
     encoder=r"[a-z_]+",
     k=r"\d+",
@@ -30,6 +43,8 @@ rule embed_baseline:
         tokenizer=f"{TOKENIZER_DIR}/final.safetensors",  # random_vit copies the MAE architecture
     output:
         f"{R}/embeddings/{{encoder}}/{{cohort}}.npz",
+    params:
+        settings=_ev_settings("encoders", "batch_size"),
     log:
         f"{R}/logs/evaluate/embed_{{encoder}}_{{cohort}}.log",
     threads: 4
@@ -52,6 +67,8 @@ rule probes:
     output:
         table=L.table("probes_{encoder}"),
         predictions=f"{R}/tables/probe_predictions_{{encoder}}.parquet",
+    params:
+        settings=_ev_settings("n_splits", "n_boot"),
     log:
         f"{R}/logs/evaluate/probes_{{encoder}}.log",
     threads: 2
@@ -73,6 +90,8 @@ rule compare_encoders:
         table=report(L.table("encoder_comparison"), category="Linear probes"),
         summary=report(L.table("encoder_summary"), category="Linear probes"),
         figure=report(L.figure("probes"), category="Linear probes"),
+    params:
+        settings=_ev_settings("n_boot", "reference_encoder"),
     log:
         f"{R}/logs/evaluate/compare.log",
     resources:
@@ -97,6 +116,8 @@ rule guidance:
         figure=report(L.figure("guidance"), category="Generation"),
         mosaic=report(L.figure("samples_by_condition"), category="Generation"),
         samples=EV_SAMPLES,
+    params:
+        settings=_ev_settings("guidance", "fid.cfg_scale"),
     log:
         f"{R}/logs/evaluate/guidance.log",
     threads: 4
@@ -120,6 +141,8 @@ rule fid:
         manifest=L.manifest,
     output:
         report(L.table("fid"), category="Generation"),
+    params:
+        settings=_ev_settings("fid", "encoders"),
     log:
         f"{R}/logs/evaluate/fid.log",
     threads: 4
@@ -141,6 +164,8 @@ rule memorisation:
     output:
         table=report(L.table("memorisation"), category="Generation"),
         per_sample=L.table("memorisation_samples"),
+    params:
+        settings=_ev_settings("memorisation", "guidance"),
     log:
         f"{R}/logs/evaluate/memorisation.log",
     resources:
@@ -163,6 +188,8 @@ rule longitudinal:
     output:
         table=report(L.table("longitudinal"), category="Longitudinal"),
         per_pair=L.table("longitudinal_pairs"),
+    params:
+        settings=_ev_settings("longitudinal", "guidance"),
     log:
         f"{R}/logs/evaluate/longitudinal.log",
     threads: 4
@@ -188,6 +215,7 @@ rule train_aekl:
         f"{R}/logs/train_aekl_{{k}}.log",
     params:
         out=f"{R}/models/aekl_{{k}}",
+        settings=_settings("aekl"),
     threads: 8
     resources:
         gpu=1,
@@ -214,6 +242,7 @@ rule tokenizers:
         f"{R}/logs/evaluate/tokenizers.log",
     params:
         aekl=[f"{R}/models/aekl_{k}" for k in EV_BOTTLENECKS],
+        settings=_ev_settings("tokenizers", "n_splits", "n_boot", "guidance"),
     threads: 4
     resources:
         gpu=1,

@@ -12,6 +12,8 @@ rule report:
     output:
         html=report(f"{R}/report/index.html", category="Report"),
         check=f"{R}/report/honest_check.csv",
+    params:
+        settings=_ev_settings("reference_encoder"),
     log:
         f"{R}/logs/report.log",
     resources:
