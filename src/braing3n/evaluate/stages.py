@@ -199,8 +199,9 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
         for vi, value in enumerate(requested_values(spec, name, gen, real, columns[name])):
             for scale in g["scales"]:
                 seed = config["seed"] + 1000 * ci + 10 * vi  # same noise across scales: only guidance changes
+                # the fixed conditions stay in the unconditional branch: the scale guides `name` only
                 z = sample_latents(gen, {**fixed, name: value}, g["n_per_value"], cfg_scale=float(scale),
-                                   steps=g["steps"], solver=g["solver"], seed=seed)
+                                   steps=g["steps"], solver=g["solver"], seed=seed, keep=fixed)
                 latents.append(z.numpy())
                 rows += [{"condition": name, "value": str(value), "cfg_scale": float(scale)}] * len(z)
     if not rows:

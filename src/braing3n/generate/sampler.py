@@ -75,15 +75,18 @@ def _velocity_fn(model: DiT, device: torch.device):
 @torch.no_grad()
 def sample_latents(gen: Generator, conditions: dict, n: int, cfg_scale: float = 2.0, steps: int = 50,
                    solver: str = "heun", seed: int = 0, context: torch.Tensor | None = None,
-                   batch_size: int = 16) -> torch.Tensor:
+                   batch_size: int = 16, keep: dict | None = None) -> torch.Tensor:
     """n latents [n, 1200, 32] (CPU float32, de-normalised) for one condition request.
 
-    ``cfg_scale`` w: v = v_u + w (v_c - v_u) with the unconditional branch = every condition unknown;
-    w = 1 is plain conditional sampling. ``context`` [n or 1, 1200, 32] is the raw baseline latent
-    for the longitudinal model (required there, refused otherwise).
+    ``cfg_scale`` w: v = v_u + w (v_c - v_u) with the unconditional branch = every condition unknown,
+    except those in ``keep`` (a subset of the request held in both branches, so guidance acts on the
+    other conditions only); w = 1 is plain conditional sampling. ``context`` [n or 1, 1200, 32] is
+    the raw baseline latent for the longitudinal model (required there, refused otherwise).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if keep and any(conditions.get(k) != v for k, v in keep.items()):
+        raise ValueError(f"keep={keep} must be part of the request {conditions}")
     if (gen.kind == "dit_long") != (context is not None):
         raise ValueError(f"model kind {gen.kind!r}: context (baseline latent) is "
                          f"{'required' if gen.kind == 'dit_long' else 'not accepted'}")
@@ -104,7 +107,12 @@ def sample_latents(gen: Generator, conditions: dict, n: int, cfg_scale: float = 
         ctx = None if context is None else context[s:e].to(gen.device)
         if ctx is not None:
             cond[CONTEXT_KEY] = ctx
-        uncond = null_condition(cfg, b, gen.device, ctx)
+        if keep:
+            uncond = gen.vocab.encode_request(keep, b, gen.device)
+            if ctx is not None:
+                uncond[CONTEXT_KEY] = ctx
+        else:
+            uncond = null_condition(cfg, b, gen.device, ctx)
         z = flow.sample(fn, noise[s:e].to(gen.device), cond, uncond, cfg_scale, steps, solver)
         out.append(gen.norm.denormalise(z.float().cpu()))
     return torch.cat(out)
