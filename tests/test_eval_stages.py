@@ -159,6 +159,12 @@ def test_guidance_fixed_conditions_restrict_the_probe_to_matching_real_scans(tre
     capsys.readouterr()
     assert evaluate_main(args) == 1
     assert "fixed={'idh': 'mutant'}: no real scan has these values" in capsys.readouterr().err
+    # a condition both held and swept would be guided against itself: refused in one line
+    cfg["evaluate"]["guidance"].update(fixed={"sex": "F"}, conditions={"sex": ["F", "M"]})
+    (tmp / "fixed.yaml").write_text(yaml.safe_dump(cfg))
+    assert evaluate_main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert "['sex'] both fixed and swept" in err and len(err.splitlines()) == 1, err
 
 
 def test_longitudinal_stage(tree):

@@ -108,7 +108,7 @@ def test_guidance_with_kept_conditions_guides_only_the_others(trained):
     spread = {k: float(a[..., 1:].std()) for k, a in {"w1": f1, "free": f, "keep": fk}.items()}
     assert gap["keep"] > gap["free"] + 2.0 > gap["w1"] + 2.0, gap  # measured 10.9 vs 7.5 vs 1.8
     assert spread["keep"] < 0.7 * spread["free"], spread  # 0.31 vs 0.63
-    assert abs(spread["keep"] - spread["w1"]) < 0.1 * spread["w1"], spread  # as unguided: 0.31 vs 0.32
+    assert abs(spread["keep"] - spread["w1"]) < 0.15 * spread["w1"], spread  # as unguided: 0.31 vs 0.32
     with pytest.raises(ValueError, match="must be part of the request"):
         sample_latents(gen, {"sex": "F"}, keep={"disease": "AD"}, **kw)
 

@@ -135,13 +135,24 @@ def test_adding_a_cohort_reruns_only_its_preprocessing_and_the_aggregates(done):
 
 def test_an_evaluate_setting_reruns_only_the_stages_that_read_it(done):
     root, config, _ = done
-    changed = yaml.safe_load(yaml.safe_dump(config))
-    ev = changed.setdefault("evaluate", {})
-    ev["guidance"] = {**ev.get("guidance", {}), "n_per_value": 3}
-    rules = {r["rule"] for r in pending(root / "wd", _write(changed, root / "guidance_n.yaml"))}
-    # the sweep and what reads its samples (FID, memorisation, report); probes and every model stay done
-    assert {"guidance", "fid", "memorisation", "report"} <= rules, sorted(rules)
-    assert not rules & {"probes", "compare_encoders", "train_mae", "train_dit", "export"}, sorted(rules)
-    ev["n_boot"] = 17
-    rules = {r["rule"] for r in pending(root / "wd", _write(changed, root / "n_boot.yaml"))}
-    assert {"probes", "compare_encoders", "tokenizers"} <= rules and "train_dit" not in rules, sorted(rules)
+
+    def edit(name: str, **keys) -> set:
+        changed = yaml.safe_load(yaml.safe_dump(config))
+        ev = changed.setdefault("evaluate", {})
+        for key, value in keys.items():
+            section, _, sub = key.partition("__")
+            ev[section] = {**ev.get(section, {}), sub: value} if sub else value
+        return {r["rule"] for r in pending(root / "wd", _write(changed, root / f"{name}.yaml"))}
+
+    models = {"train_mae", "train_decoder", "train_dit", "train_dit_long", "train_aekl", "export"}
+    # the sweep and what reads its samples (FID, memorisation) plus the report; nothing else
+    rules = edit("guidance_n", guidance__n_per_value=3)
+    assert rules == {"guidance", "fid", "memorisation", "report"}, sorted(rules)
+    # bootstrap resamples: the probes, their comparison and the tokenizer table's probes; no model
+    rules = edit("n_boot", n_boot=17)
+    assert {"probes", "compare_encoders", "tokenizers"} <= rules, sorted(rules)
+    assert not rules & (models | {"guidance", "longitudinal", "embed_baseline"}), sorted(rules)
+    # the probes' latent pooling is read by every latent probe, not by the encoder probes
+    rules = edit("pool", guidance__latent_pool=1)
+    assert {"guidance", "memorisation", "longitudinal", "tokenizers"} <= rules, sorted(rules)
+    assert not rules & (models | {"probes", "compare_encoders"}), sorted(rules)

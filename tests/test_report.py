@@ -75,7 +75,7 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     assert "Honest check" in page and "data:image/png;base64" in page and "probes_mae" in page
     check = pd.read_csv(root / "report" / "honest_check.csv")
     assert check["passed"].all() and len(check) == 4, check.to_string()  # sex, age, cdr_sb, "beats the floor"
-    assert check["detail"].str.contains("paired bootstrap vs random_vit: win").sum() == 3
+    assert check["detail"].str.contains("paired bootstrap vs random_vit on (?:auroc|mae): win").sum() == 3
     assert check["value"].iloc[3] == 3.0  # wins on all three planted effects, each at p < 0.05 / 3
     again = out.read_bytes()
     assert report_main(["--configfile", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
@@ -177,7 +177,7 @@ def _probe_tables(root: Path, p_values: dict) -> None:
         rows = [{"encoder": enc, "task": t, "status": "ok", "feature": "grid", "view": "T1", m: value,
                  f"{m}_lo": value - 0.1, f"{m}_hi": value + 0.05} for t, m in metric.items()]
         write_table(pd.DataFrame(rows), root / f"probes_{enc}.csv", {"git_commit": "x"})
-    cmp = [{"task": t, "versus": "random_vit", "view": "T1", "feature": "grid", "p_value": p,
+    cmp = [{"task": t, "versus": "random_vit", "view": "T1", "feature": "grid", "metric": metric[t], "p_value": p,
             "verdict": "win" if p < 0.05 else "tie"} for t, p in p_values.items()]
     write_table(pd.DataFrame(cmp), root / "encoder_comparison.csv", {"git_commit": "x"})
 
@@ -194,6 +194,11 @@ def test_a_win_over_the_floor_must_survive_the_correction_for_three_effects(tmp_
     _probe_tables(tmp_path, {"sex": 1.0, "age": 0.03, "cdr_sb": 0.01})
     beats = honest_check(tmp_path).set_index("check").loc["mae beats random_vit on at least one known effect"]
     assert beats["passed"] and beats["value"] == 1 and "cdr_sb: win p=0.01" in beats["detail"]
+    # a comparison table written before the p-value column: a win cannot count, and the row says why
+    cmp = pd.read_csv(tmp_path / "encoder_comparison.csv", comment="#").drop(columns="p_value")
+    cmp.to_csv(tmp_path / "encoder_comparison.csv", index=False)
+    beats = honest_check(tmp_path).set_index("check").loc["mae beats random_vit on at least one known effect"]
+    assert not beats["passed"] and "p_value missing" in beats["detail"]
     # a known effect whose probe was skipped fails its row instead of vanishing from the check
     _probe_tables(tmp_path, {"sex": 1.0, "age": 0.03})
     probes = pd.read_csv(tmp_path / "probes_mae.csv", comment="#")

@@ -109,15 +109,17 @@ def _judge_detail(real: pd.DataFrame, name: str, metric: str, chance: float, lev
 KNOWN_EFFECTS = (("sex", "auroc"), ("age", "pearson_r"), ("cdr_sb", "pearson_r"))
 
 
-def _verdict(cmp: pd.DataFrame, task: str, floor: str, feature: str) -> tuple[str, float]:
-    """Paired-bootstrap verdict of the reference vs the floor and its two-sided p-value."""
+def _verdict(cmp: pd.DataFrame, task: str, floor: str, feature: str) -> tuple[str, float, str]:
+    """Paired-bootstrap verdict of the reference vs the floor, its two-sided p-value and the metric
+    compared (the primary one: AUROC, or MAE for a regression)."""
     if not len(cmp) or "versus" not in cmp:
-        return "", np.nan
+        return "", np.nan, ""
     hit = cmp[(cmp["task"] == task) & (cmp["versus"] == floor) & (cmp["view"] == CHECK_VIEW)
               & (cmp["feature"] == feature)]
     if not len(hit):
-        return "", np.nan
-    return str(hit["verdict"].iloc[0]), float(hit["p_value"].iloc[0]) if "p_value" in hit else np.nan
+        return "", np.nan, ""
+    p = float(hit["p_value"].iloc[0]) if "p_value" in hit else np.nan
+    return str(hit["verdict"].iloc[0]), p, str(hit["metric"].iloc[0]) if "metric" in hit else ""
 
 
 def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit") -> pd.DataFrame:
@@ -143,18 +145,21 @@ def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit"
             rows.append({"check": f"{task} {metric} ({CHECK_VIEW}, {feature}): {reference} vs {floor}", "value": np.nan,
                          "reference": np.nan, "passed": False, "detail": "probe missing or skipped"})
             continue
-        verdict, p = _verdict(cmp, task, floor, feature)
+        verdict, p, compared = _verdict(cmp, task, floor, feature)
         verdicts[task] = (verdict, p)
         lo = float(ref[f"{metric}_lo"])
         ok = bool(lo > CHANCE[metric] and verdict in ("win", "tie"))
         rows.append({"check": f"{task} {metric} ({CHECK_VIEW}, {feature}): {reference} above chance, not below {floor}",
                      "value": float(ref[metric]), "reference": float(flo[metric]), "passed": ok,
                      "detail": f"{reference} 95% CI [{lo:.3f}, {float(ref[metric + '_hi']):.3f}] vs chance "
-                               f"{CHANCE[metric]}; paired bootstrap vs {floor}: {verdict or 'n/a'} (p={p:.2g})"})
+                               f"{CHANCE[metric]}; paired bootstrap vs {floor} on {compared or '?'}: "
+                               f"{verdict or 'n/a'} (p={p:.2g})"})
     if verdicts:
         level = ALPHA / len(KNOWN_EFFECTS)
         wins = [t for t, (v, p) in verdicts.items() if v == "win" and p < level]
         said = ", ".join(f"{t}: {v or 'n/a'} p={p:.2g}" for t, (v, p) in verdicts.items())
+        if any(v and not np.isfinite(p) for v, p in verdicts.values()):
+            said += "; p_value missing from encoder_comparison.csv (older table): rerun `braing3n evaluate compare`"
         rows.append({"check": f"{reference} beats {floor} on at least one known effect", "value": float(len(wins)),
                      "reference": 1.0, "passed": bool(wins),
                      "detail": f"paired bootstrap ({said}); a win needs p < {level:.3g} "

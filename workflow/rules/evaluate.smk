@@ -44,7 +44,7 @@ rule embed_baseline:
     output:
         f"{R}/embeddings/{{encoder}}/{{cohort}}.npz",
     params:
-        settings=_ev_settings("encoders", "batch_size"),
+        settings=lambda wc: _ev_settings(f"encoders.{wc.encoder}", "batch_size"),
     log:
         f"{R}/logs/evaluate/embed_{{encoder}}_{{cohort}}.log",
     threads: 4
@@ -142,7 +142,7 @@ rule fid:
     output:
         report(L.table("fid"), category="Generation"),
     params:
-        settings=_ev_settings("fid", "encoders"),
+        settings=_ev_settings("fid", "encoders.medicalnet"),
     log:
         f"{R}/logs/evaluate/fid.log",
     threads: 4
@@ -165,7 +165,7 @@ rule memorisation:
         table=report(L.table("memorisation"), category="Generation"),
         per_sample=L.table("memorisation_samples"),
     params:
-        settings=_ev_settings("memorisation", "guidance"),
+        settings=_ev_settings("memorisation", "guidance.latent_pool"),
     log:
         f"{R}/logs/evaluate/memorisation.log",
     resources:
@@ -189,7 +189,7 @@ rule longitudinal:
         table=report(L.table("longitudinal"), category="Longitudinal"),
         per_pair=L.table("longitudinal_pairs"),
     params:
-        settings=_ev_settings("longitudinal", "guidance"),
+        settings=_ev_settings("longitudinal", "guidance.solver", "guidance.latent_pool"),
     log:
         f"{R}/logs/evaluate/longitudinal.log",
     threads: 4
@@ -215,7 +215,7 @@ rule train_aekl:
         f"{R}/logs/train_aekl_{{k}}.log",
     params:
         out=f"{R}/models/aekl_{{k}}",
-        settings=_settings("aekl"),
+        settings=_settings("engine", "aekl"),
     threads: 8
     resources:
         gpu=1,
@@ -233,6 +233,7 @@ rule tokenizers:
     input:
         tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
         aekl=expand(f"{R}/models/aekl_{{k}}/final.safetensors", k=EV_BOTTLENECKS),
+        panel=EV["probes_panel"],
         store=EV_STORE,
         embeddings=EMBEDDINGS,
         manifest=L.manifest,
@@ -242,7 +243,7 @@ rule tokenizers:
         f"{R}/logs/evaluate/tokenizers.log",
     params:
         aekl=[f"{R}/models/aekl_{k}" for k in EV_BOTTLENECKS],
-        settings=_ev_settings("tokenizers", "n_splits", "n_boot", "guidance"),
+        settings=_ev_settings("tokenizers", "n_splits", "n_boot", "guidance.latent_pool"),
     threads: 4
     resources:
         gpu=1,

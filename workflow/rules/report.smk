@@ -13,7 +13,7 @@ rule report:
         html=report(f"{R}/report/index.html", category="Report"),
         check=f"{R}/report/honest_check.csv",
     params:
-        settings=_ev_settings("reference_encoder"),
+        settings=_ev_settings("reference_encoder") + json.dumps(config.get("report", {}), sort_keys=True),
     log:
         f"{R}/logs/report.log",
     resources:

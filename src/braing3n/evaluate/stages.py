@@ -185,6 +185,10 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
     unknown = sorted(set(fixed) - set(gen.conditions))
     if unknown:
         raise ValueError(f"evaluate.guidance.fixed: the generator does not take {unknown} (it takes {gen.conditions})")
+    both = sorted(set(fixed) & set(g["conditions"]))
+    if both:
+        raise ValueError(f"evaluate.guidance: {both} both fixed and swept; a condition is either held "
+                         f"(guidance.fixed) or requested at several values (guidance.conditions)")
     # probes read samples made with the fixed values, so they are fitted on real scans with those values
     keep = np.ones(len(real), bool)
     for name, value in fixed.items():

