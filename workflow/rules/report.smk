@@ -13,7 +13,8 @@ rule report:
         html=report(f"{R}/report/index.html", category="Report"),
         check=f"{R}/report/honest_check.csv",
     params:
-        settings=_ev_settings("reference_encoder") + json.dumps(config.get("report", {}), sort_keys=True),
+        settings=json.dumps({"reference_encoder": EV.get("reference_encoder"), "report": config.get("report", {})},
+                            sort_keys=True, default=str),
     log:
         f"{R}/logs/report.log",
     resources:
