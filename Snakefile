@@ -6,6 +6,8 @@ import gc
 
 from snakemake.utils import min_version, validate
 
+from braing3n.config import check_cross_keys
+
 min_version("9.0")
 
 # Snakemake keeps one Job per scan (35k on the paper-sized setup), each with its own IOFiles,
@@ -26,6 +28,7 @@ if not workflow.configfiles:
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+check_cross_keys(config, "--configfile")
 
 
 include: "workflow/rules/common.smk"

@@ -61,3 +61,26 @@ def test_config_hash_is_stable_and_sensitive():
     b["seed"] = 1
     assert config_hash(a) != config_hash(b)
     assert config_hash(a, ["preprocess"]) == config_hash(b, ["preprocess"])
+
+
+def test_cross_key_rules_fail_at_parse_time_in_one_line(tmp_path):
+    # fid's samples come from one guidance scale; a held condition cannot also be swept
+    cfg = _demo()
+    cfg.setdefault("evaluate", {}).setdefault("fid", {})["cfg_scale"] = 3
+    with pytest.raises(ConfigError, match=r"^demo.yaml: evaluate.fid.cfg_scale=3 is not one of evaluate.guidance"):
+        validate_config(cfg, source="demo.yaml")
+    cfg = _demo()
+    cfg["evaluate"]["guidance"].update(fixed={"sex": "F"}, conditions={"sex": ["F", "M"], "age": [60, 80]})
+    with pytest.raises(ConfigError, match=r"\['sex'\] both fixed and swept") as err:
+        validate_config(cfg)
+    assert len(str(err.value).splitlines()) == 1
+    # the Snakefile applies the same rules before building the DAG (not hours later, at the stage)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "all", "-n", "--cores", "1",
+                          "--configfile", str(tmp_path / "bad.yaml"), "--directory", str(REPO_ROOT)],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "['sex'] both fixed and swept" in out.stdout + out.stderr

@@ -51,7 +51,23 @@ def validate_config(config: dict, source: str = "config", schema: dict | None = 
         e = errors[0]
         where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
         raise ConfigError(f"{source}: invalid config at '{where}': {e.message}")
+    check_cross_keys(config, source)
     return config
+
+
+def check_cross_keys(config: dict, source: str = "config") -> None:
+    """Rules between keys that a schema cannot state; run at parse time (CLI and Snakefile) so a
+    bad evaluate section fails before hours of training rather than at the stage reading it."""
+    ev = config.get("evaluate") or {}
+    g, fid = ev.get("guidance") or {}, ev.get("fid") or {}
+    scales = [float(x) for x in g.get("scales") or []]
+    if scales and "cfg_scale" in fid and float(fid["cfg_scale"]) not in scales:
+        raise ConfigError(f"{source}: evaluate.fid.cfg_scale={fid['cfg_scale']} is not one of "
+                          f"evaluate.guidance.scales {g['scales']}; FID and the sample mosaic use those samples")
+    both = sorted(set(g.get("fixed") or {}) & set(g.get("conditions") or {}))
+    if both:
+        raise ConfigError(f"{source}: evaluate.guidance: {both} both fixed and swept; a condition is either "
+                          f"held (guidance.fixed) or requested at several values (guidance.conditions)")
 
 
 def load_config(path: str | os.PathLike) -> dict:

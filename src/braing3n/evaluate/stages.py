@@ -173,10 +173,7 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
     from braing3n.generate.conditions import CATEGORICAL_COLUMNS, CONTINUOUS_COLUMNS
     from braing3n.generate.sampler import load_generator, sample_latents
 
-    ev, g = config["evaluate"], config["evaluate"]["guidance"]
-    if float(ev["fid"]["cfg_scale"]) not in [float(x) for x in g["scales"]]:
-        raise ValueError(f"evaluate.fid.cfg_scale={ev['fid']['cfg_scale']} is not one of evaluate.guidance.scales "
-                         f"{g['scales']}; FID and the sample mosaic use those samples")
+    ev, g = config["evaluate"], config["evaluate"]["guidance"]  # cross-key rules: config.check_cross_keys
     lay = layout(config)
     gen = load_generator(lay.model_dir("dit"), device_of(config))
     real, lat = real_latents(config)
@@ -185,10 +182,6 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
     unknown = sorted(set(fixed) - set(gen.conditions))
     if unknown:
         raise ValueError(f"evaluate.guidance.fixed: the generator does not take {unknown} (it takes {gen.conditions})")
-    both = sorted(set(fixed) & set(g["conditions"]))
-    if both:
-        raise ValueError(f"evaluate.guidance: {both} both fixed and swept; a condition is either held "
-                         f"(guidance.fixed) or requested at several values (guidance.conditions)")
     # probes read samples made with the fixed values, so they are fitted on real scans with those values
     keep = np.ones(len(real), bool)
     for name, value in fixed.items():
