@@ -28,7 +28,7 @@ if not workflow.configfiles:
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
-check_cross_keys(config, "--configfile")
+check_cross_keys(config, " + ".join(map(str, workflow.configfiles)) or "config/config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -61,7 +61,7 @@ def check_cross_keys(config: dict, source: str = "config") -> None:
     ev = config.get("evaluate") or {}
     g, fid = ev.get("guidance") or {}, ev.get("fid") or {}
     scales = [float(x) for x in g.get("scales") or []]
-    if scales and "cfg_scale" in fid and float(fid["cfg_scale"]) not in scales:
+    if "cfg_scale" in fid and "scales" in g and float(fid["cfg_scale"]) not in scales:
         raise ConfigError(f"{source}: evaluate.fid.cfg_scale={fid['cfg_scale']} is not one of "
                           f"evaluate.guidance.scales {g['scales']}; FID and the sample mosaic use those samples")
     both = sorted(set(g.get("fixed") or {}) & set(g.get("conditions") or {}))
