@@ -10,11 +10,15 @@ CORES  ?= 2
 # CUDA build into the venv before `make` and it is kept (see README).
 TORCH_CPU ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# a config overlay merged over config/demo.yaml, e.g. OVERLAY=config/demo_gpu.yaml (one CUDA GPU)
+OVERLAY ?=
+DEMO_CONFIGS := config/demo.yaml $(OVERLAY)
 
 .PHONY: all demo test test-demo bench lint clean-demo help
 
 help:
 	@echo "make demo   - run the pipeline end to end on the phantom demo cohorts (CPU)"
+	@echo "              OVERLAY=config/demo_gpu.yaml: on one CUDA GPU with a ViT-B MAE (also for test-demo)"
 	@echo "make test   - run the test suite"
 	@echo "make test-demo - the honest check on a demo-sized learning chain (~19 min)"
 	@echo "make bench  - run the benchmarks (tables written under bench/)"
@@ -31,15 +35,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml --cores $(CORES) all
-	@$(BIN)/braing3n report --where --configfile config/demo.yaml
+	$(BIN)/snakemake --profile profiles/local --configfile $(DEMO_CONFIGS) --cores $(CORES) all
+	@$(BIN)/braing3n report --where $(addprefix --configfile ,$(DEMO_CONFIGS))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 # the demo's honest check on a demo-sized learning chain (~19 min on 2 cores; tests/test_demo_learning.py)
 test-demo: $(STAMP)
-	BRAING3N_DEMO_TEST=1 $(BIN)/python -m pytest -q -rA tests/test_demo_learning.py
+	BRAING3N_DEMO_TEST=1 BRAING3N_DEMO_OVERLAY="$(OVERLAY)" $(BIN)/python -m pytest -q -rA tests/test_demo_learning.py
 
 bench: $(STAMP)
 	$(BIN)/braing3n bench all --out bench

@@ -84,3 +84,33 @@ def test_cross_key_rules_fail_at_parse_time_in_one_line(tmp_path):
                           "--configfile", str(tmp_path / "bad.yaml"), "--directory", str(REPO_ROOT)],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "['sex'] both fixed and swept" in out.stdout + out.stderr
+
+
+def test_gpu_overlay_changes_device_and_mae_only(tmp_path):
+    # make demo OVERLAY=config/demo_gpu.yaml: same cohorts, seeds and evaluation, a ViT-B MAE on CUDA,
+    # its own results folder (the CPU demo's results stay)
+    from braing3n.config import load_configs
+
+    cpu = load_config(REPO_ROOT / "config" / "demo.yaml")
+    gpu = load_configs([str(REPO_ROOT / "config" / "demo.yaml"), str(REPO_ROOT / "config" / "demo_gpu.yaml")])
+    assert (gpu["device"], gpu["results"], gpu["train"]["mae"]["preset"]) == ("cuda", "results/demo_gpu", "vitb")
+    assert gpu["train"]["mae"]["steps"] * gpu["train"]["mae"]["batch_size"] == 32_000
+    assert gpu["preprocess"]["hdbet"]["device"] == "cuda" and gpu["train"]["engine"]["bf16"] is True
+    for key in ("seed", "cohorts", "phantom", "metadata", "generate", "evaluate"):
+        assert gpu[key] == cpu[key], key
+    for model in ("decoder", "dit", "dit_long", "aekl"):
+        assert gpu["train"][model] == cpu["train"][model], model
+    assert gpu["train"]["mae"]["mask_ratio"] == cpu["train"]["mae"]["mask_ratio"]
+    # Snakemake merges the two --configfile documents the same way and plans the same jobs
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "all", "-n", "--cores", "1", "--directory", str(REPO_ROOT)]
+    counts = []
+    for files in (["config/demo.yaml"], ["config/demo.yaml", "config/demo_gpu.yaml"]):
+        out = subprocess.run([*cmd, "--configfile", *files, "--config", f"results={tmp_path}/{len(files)}"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        counts.append(out.stdout.split("Job stats:")[1].split("total")[0])  # one line per rule: name, count
+    assert counts[0] == counts[1] and "train_mae" in counts[0]
