@@ -86,31 +86,42 @@ def test_cross_key_rules_fail_at_parse_time_in_one_line(tmp_path):
     assert out.returncode != 0 and "['sex'] both fixed and swept" in out.stdout + out.stderr
 
 
-def test_gpu_overlay_changes_device_and_mae_only(tmp_path):
-    # make demo OVERLAY=config/demo_gpu.yaml: same cohorts, seeds and evaluation, a ViT-B MAE on CUDA,
-    # its own results folder (the CPU demo's results stay)
+def test_gpu_overlay_changes_device_engine_and_mae_only(tmp_path):
+    # make demo OVERLAY=config/demo_gpu.yaml: same cohorts, seeds and evaluation; a ViT-B MAE, bf16 and
+    # loader workers for every model, CUDA; its own results folder (the CPU demo's results stay)
+    from dataclasses import asdict
+
     from braing3n.config import load_configs
+    from braing3n.train.engine import train_config
 
     cpu = load_config(REPO_ROOT / "config" / "demo.yaml")
     gpu = load_configs([str(REPO_ROOT / "config" / "demo.yaml"), str(REPO_ROOT / "config" / "demo_gpu.yaml")])
-    assert (gpu["device"], gpu["results"], gpu["train"]["mae"]["preset"]) == ("cuda", "results/demo_gpu", "vitb")
-    assert gpu["train"]["mae"]["steps"] * gpu["train"]["mae"]["batch_size"] == 32_000
-    assert gpu["preprocess"]["hdbet"]["device"] == "cuda" and gpu["train"]["engine"]["bf16"] is True
+    assert (gpu["device"], gpu["results"]) == ("cuda", "results/demo_gpu")
+    assert gpu["preprocess"]["hdbet"]["device"] == "cuda"
     for key in ("seed", "cohorts", "phantom", "metadata", "generate", "evaluate"):
         assert gpu[key] == cpu[key], key
-    for model in ("decoder", "dit", "dit_long", "aekl"):
-        assert gpu["train"][model] == cpu["train"][model], model
-    assert gpu["train"]["mae"]["mask_ratio"] == cpu["train"]["mae"]["mask_ratio"]
-    # Snakemake merges the two --configfile documents the same way and plans the same jobs
+    assert {k for k in gpu["preprocess"] if gpu["preprocess"][k] != cpu["preprocess"][k]} == {"threads", "hdbet"}
+    for model in ("mae", "decoder", "dit", "dit_long", "aekl"):
+        a, b = asdict(train_config(cpu, model)), asdict(train_config(gpu, model))
+        changed = {k for k in a if a[k] != b[k]}
+        schedule = {"steps", "batch_size", "lr", "warmup_steps", "ema_decay", "ckpt_every", "log_every", "extra"}
+        expected = {"device", "bf16", "num_workers"} | (schedule if model == "mae" else set())
+        assert changed == expected, (model, changed)
+        assert gpu["train"][model] == cpu["train"][model] or model == "mae"  # model shapes: only the MAE's
+    assert train_config(gpu, "mae").steps * train_config(gpu, "mae").batch_size == 32_000
+    mae = gpu["train"]["mae"]
+    assert (mae["preset"], mae["mask_ratio"]) == ("vitb", cpu["train"]["mae"]["mask_ratio"])
+    # Snakemake merges the two --configfile documents the same way: the config copy every rule's CLI
+    # call reads (results/.braing3n/config.yaml) holds the overlay
     import subprocess
     import sys
     from pathlib import Path
 
-    cmd = [str(Path(sys.executable).with_name("snakemake")), "all", "-n", "--cores", "1", "--directory", str(REPO_ROOT)]
-    counts = []
-    for files in (["config/demo.yaml"], ["config/demo.yaml", "config/demo_gpu.yaml"]):
-        out = subprocess.run([*cmd, "--configfile", *files, "--config", f"results={tmp_path}/{len(files)}"],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr[-2000:]
-        counts.append(out.stdout.split("Job stats:")[1].split("total")[0])  # one line per rule: name, count
-    assert counts[0] == counts[1] and "train_mae" in counts[0]
+    out = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "all", "-n", "--cores", "1",
+                          "--directory", str(REPO_ROOT), "--configfile", "config/demo.yaml", "config/demo_gpu.yaml",
+                          "--config", f"results={tmp_path}"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "train_mae" in out.stdout, out.stderr[-2000:]
+    seen = load_config(tmp_path / ".braing3n" / "config.yaml")
+    assert (seen["device"], seen["train"]["mae"]["preset"], seen["train"]["engine"]["bf16"]) == ("cuda", "vitb", True)
+    assert seen["cohorts"] == cpu["cohorts"]
