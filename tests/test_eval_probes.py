@@ -32,6 +32,34 @@ def test_grouped_folds_never_leak_a_subject():
         assert (seen == 1).all()  # every row is tested exactly once
 
 
+
+def test_penalty_search_never_splits_a_subject(monkeypatch):
+    """The inner folds that pick the L2 penalty are subject-grouped too; when none keep every class
+    (a class held by one subject) the penalty is fixed instead of tuned on scan-level folds."""
+    import sklearn.linear_model as lm
+
+    from braing3n.evaluate import probes
+
+    seen = []
+
+    class Spy(lm.LogisticRegressionCV):
+        def fit(self, x, y, **kw):
+            seen.append(self.cv)
+            return super().fit(x, y, **kw)
+
+    monkeypatch.setattr(probes, "LogisticRegressionCV", Spy)
+    rng, groups = _subjects(12, 3)
+    y = np.repeat(["a"] * 6 + ["b"] * 5 + ["c"], 3)  # class c: one subject, three scans
+    x = rng.normal(size=(len(y), 8))
+    assert probes._inner_cv(y, groups, 0, True) is None
+    proba, classes = probes.fit_predict(x, y, groups, x[:2], True, seed=0)
+    assert classes == ["a", "b", "c"] and proba.shape == (2, 3) and seen == []  # fixed penalty, no CV
+    keep = y != "c"
+    probes.fit_predict(x[keep], y[keep], groups[keep], x[:2], True, seed=0)
+    assert len(seen) == 1 and not isinstance(seen[0], int)
+    for tr, te in seen[0]:
+        assert not set(groups[keep][tr]) & set(groups[keep][te])
+
 def test_probe_on_noise_is_at_chance():
     rng, groups = _subjects(80, 2)
     y = np.repeat(rng.integers(0, 2, 80), 2).astype(str)

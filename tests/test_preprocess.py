@@ -231,7 +231,7 @@ def test_qc_table_flags_outliers_and_lists_failures(tmp_path):
     assert len(back) == 8 and back["z_brain_volume_ml"].max() > 3.5
     import pyarrow.parquet as pq
 
-    assert b"provenance" in pq.read_schema(out).metadata
+    assert b"braing3n_provenance" in pq.read_schema(out).metadata
     assert "# provenance:" in out.with_suffix(".csv").read_text()
     assert out.with_name("c_qc_montage.png").stat().st_size > 1000
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from braing3n.evaluate.cli import main as evaluate_main
+from braing3n.provenance import read_parquet_provenance, read_table
 from braing3n.report import main as report_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +63,8 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     assert len(probes[probes.status == "skipped"]) > 10  # tasks without data are listed with a reason
     assert "# provenance: " in (root / "tables/probes_mae.csv").read_text()
     assert (root / "tables/probes_mae.md").exists()
+    pred_prov = read_parquet_provenance(root / "tables/probe_predictions_mae.parquet")
+    assert pred_prov == read_table(root / "tables/probes_mae.csv")[1] and pred_prov["n_scans"] > 0
     summary = pd.read_csv(root / "tables/encoder_summary.csv", comment="#")["summary"].iloc[0]
     assert summary.startswith("mae wins or ties on 5 of 5 tasks")  # sex, age, brain_age_hc, cdr_sb, modality
     first = {p.name: p.read_bytes() for p in sorted((root / "tables").glob("*.csv"))}
@@ -73,7 +76,8 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     assert report_main(["--configfile", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
     page = out.read_text()
     assert "Honest check" in page and "data:image/png;base64" in page and "probes_mae" in page
-    check = pd.read_csv(root / "report" / "honest_check.csv")
+    check, prov = read_table(root / "report" / "honest_check.csv")
+    assert prov["n_checks"] == 4 and prov["config_hash"] != "none" and "torch=" in prov["packages"]
     assert check["passed"].all() and len(check) == 4, check.to_string()  # sex, age, cdr_sb, "beats the floor"
     assert check["detail"].str.contains("paired bootstrap vs random_vit on (?:auroc|mae): win").sum() == 3
     assert check["value"].iloc[3] == 3.0  # wins on all three planted effects, each at p < 0.05 / 3
@@ -102,6 +106,18 @@ def test_report_includes_qc_tables_and_montage(tmp_path):
     assert "Quality control" in page and 'href="../qc/c1_qc.csv"' in page and "QC: c1_qc_montage" in page
     assert "0.93" in page
 
+
+
+def test_table_round_trip_keeps_values_holding_a_hash(tmp_path):
+    from braing3n.provenance import write_table
+
+    df = pd.DataFrame({"task": ["dx #2", "sex"], "auroc": [0.9, 0.75], "note": ["", "a#b"]})
+    write_table(df, tmp_path / "t.csv", {"git_commit": "x", "n_scans": 2})
+    back, prov = read_table(tmp_path / "t.csv")
+    assert back["task"].tolist() == ["dx #2", "sex"] and back["auroc"].tolist() == [0.9, 0.75]
+    assert back["note"].iloc[1] == "a#b" and prov == {"git_commit": "x", "n_scans": 2}
+    write_table(df.iloc[:0], tmp_path / "empty.csv", {"git_commit": "x"})
+    assert read_table(tmp_path / "empty.csv")[0].columns.tolist() == ["task", "auroc", "note"]
 
 def test_missing_manifest_is_a_one_line_error(tmp_path, capsys):
     root = _results(tmp_path)
@@ -158,7 +174,7 @@ def test_demo_run_recovers_the_known_effects():
     path = REPO / "results" / "demo" / "report" / "honest_check.csv"
     if not path.exists():
         pytest.skip(f"{path} absent: run `make demo` first")
-    check = pd.read_csv(path)
+    check = read_table(path)[0]
     assert len(check) >= 2 and check["passed"].all(), check.to_string()
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from braing3n.provenance import provenance, read_table, write_table
 
 # section title -> table-name prefixes, in page order; tables matching none go to "Other tables"
 SECTIONS = [
@@ -32,19 +33,6 @@ SECTIONS = [
     ("Memorisation", ("memorisation",)),
     ("Longitudinal forecasts", ("longitudinal",)),
 ]
-
-
-def read_table(path: Path) -> tuple[pd.DataFrame, dict]:
-    """CSV written by braing3n.provenance.write_table -> (frame, provenance dict)."""
-    prov: dict = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("# provenance: "):
-            prov = json.loads(line[len("# provenance: "):])
-    try:
-        df = pd.read_csv(path, comment="#")
-    except pd.errors.EmptyDataError:
-        df = pd.DataFrame()
-    return df, prov
 
 
 # The honest check reads the T1 view: every subject has a T1, so each unit is the same kind of
@@ -224,8 +212,14 @@ def build_report(config: dict, out: str | Path) -> Path:
         if out.parent.is_relative_to(root) else str(tables.resolve())
     parts = [f"<h1>{html.escape(rep.get('title', 'BrainG3N evaluation report'))}</h1>",
              f"<p>results: {html.escape(str(root))}</p>"]
+    # the check is a table too: written with provenance before the page that shows it
+    check_prov = provenance(config, seed=config.get("seed"), checks=len(check))
+    write_table(check, out.parent / "honest_check.csv", check_prov)
     if len(check):
-        parts.append("<h2>Honest check (known phantom effects)</h2>" + check.to_html(index=False, border=0))
+        prov_txt = ", ".join(f"{k}={v}" for k, v in check_prov.items() if k != "packages")
+        parts.append("<h2>Honest check (known phantom effects)</h2>" + check.to_html(index=False, border=0)
+                     + f'<p class="prov">files: honest_check.csv · honest_check.md<br>provenance: '
+                     f"{html.escape(prov_txt)}</p>")
     names = sorted(p.stem for p in tables.glob("*.csv"))
     done: set[str] = set()
     for title, prefixes in SECTIONS[1:]:
@@ -262,7 +256,6 @@ def build_report(config: dict, out: str | Path) -> Path:
     tmp = out.with_name(".tmp." + out.name)
     tmp.write_text(page)
     tmp.replace(out)
-    check.to_csv(out.parent / "honest_check.csv", index=False)
     return out
 
 

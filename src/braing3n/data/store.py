@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from braing3n.atlas import SHAPE as ATLAS_SHAPE
+from braing3n.provenance import write_parquet
 from braing3n.atlas import to_lps_grid
 from braing3n.data.geometry import MODEL_SHAPE, crop_to_model
 
@@ -154,18 +155,8 @@ def build_store(qc_table: str | Path, index_path: str | Path, cohort: str, metad
     for f in store_dir.glob("*.npy"):
         if f.name not in keep:
             f.unlink()
-    _write_index(index, index_path, provenance or {})
+    write_parquet(index, index_path, provenance or {})
     return index
-
-
-def _write_index(index: pd.DataFrame, path: Path, provenance: dict) -> None:
-    table = pa.Table.from_pandas(index, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"braing3n_provenance"] = json.dumps(provenance, sort_keys=True, default=str).encode()
-    table = table.replace_schema_metadata(meta)
-    tmp = path.with_name(".tmp." + path.name)
-    pq.write_table(table, tmp)
-    tmp.replace(path)
 
 
 def read_index(paths: list[str | Path] | str | Path, ok_only: bool = True) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
-from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
@@ -53,12 +53,15 @@ def outer_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int,
 
 
 def _inner_cv(y, groups, seed, classification, n_splits=3):
+    """Subject-grouped inner folds for the penalty search, or None when no such folds keep every
+    class in each training fold (a class held by one subject): then the penalty is fixed rather
+    than tuned on folds that would put one subject's scans on both sides."""
     try:
         folds = outer_folds(y, groups, n_splits, seed + 1, classification)
     except ValueError:
-        return 3
+        return None
     if classification and any(len(np.unique(y[tr])) < len(np.unique(y)) for tr, _ in folds):
-        return 3  # a class missing from an inner training fold: fall back to plain stratified folds
+        return None
     return folds
 
 
@@ -73,11 +76,16 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, groups_train: np.ndarr
         # (features x classes)^2, so wide multi-class probes (ViT-B, 9 diagnoses) use lbfgs
         n_coef = xtr.shape[1] * max(1, len(np.unique(y_train)) - 1)
         solver = "newton-cholesky" if n_coef <= 2048 else "lbfgs"
-        model = LogisticRegressionCV(Cs=C_GRID, l1_ratios=(0.0,), cv=cv, scoring="neg_log_loss", solver=solver,
-                                     max_iter=1000, random_state=seed, use_legacy_attributes=False)
+        if cv is None:  # no grouped folds: the grid's middle penalty
+            model = LogisticRegression(C=C_GRID[len(C_GRID) // 2], solver=solver, max_iter=1000, random_state=seed)
+        else:
+            model = LogisticRegressionCV(Cs=C_GRID, l1_ratios=(0.0,), cv=cv, scoring="neg_log_loss", solver=solver,
+                                         max_iter=1000, random_state=seed, use_legacy_attributes=False)
         model.fit(xtr, y_train)
         return model.predict_proba(xte), list(model.classes_)
-    model = RidgeCV(alphas=ALPHA_GRID, cv=cv if not isinstance(cv, int) else None)
+    # RidgeCV's cv=None would be leave-one-scan-out, which splits a subject's scans: never used
+    model = (Ridge(alpha=ALPHA_GRID[len(ALPHA_GRID) // 2]) if cv is None
+             else RidgeCV(alphas=ALPHA_GRID, cv=cv))
     model.fit(xtr, y_train)
     return model.predict(xte), []
 

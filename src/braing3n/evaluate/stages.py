@@ -15,7 +15,8 @@ import torch
 
 from braing3n.evaluate import compare, guidance, tasks
 from braing3n.paths import Layout
-from braing3n.provenance import provenance, write_table
+from braing3n.provenance import provenance, write_parquet, write_table
+from braing3n.provenance import read_table as read_provenance_table
 
 
 def layout(config: dict) -> Layout:
@@ -40,8 +41,8 @@ def device_of(config: dict) -> torch.device:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A table written by write_table (provenance footer line skipped)."""
-    return pd.read_csv(path, comment="#")
+    """A table written by write_table, without its provenance footer."""
+    return read_provenance_table(path)[0]
 
 
 def _atomic_npz(path: Path, **arrays) -> None:
@@ -83,13 +84,9 @@ def run_probes(config: dict, encoder: str, embeddings: list[str], out_table: str
     emb = tasks.load_embeddings(embeddings)
     table, pred = tasks.run_panel(manifest, emb, panel, encoder, config["seed"], ev["n_splits"], ev["n_boot"])
     n_ok = int((table["status"] == "ok").sum()) if len(table) else 0
-    write_table(table, out_table, provenance(config, seed=config["seed"], scans=len(manifest), tasks=len(panel),
-                                             probes_ok=n_ok))
-    out_predictions = Path(out_predictions)
-    out_predictions.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_predictions.with_name(".tmp." + out_predictions.name)
-    pred.to_parquet(tmp, index=False)
-    tmp.replace(out_predictions)
+    prov = provenance(config, seed=config["seed"], scans=len(manifest), tasks=len(panel), probes_ok=n_ok)
+    write_parquet(pred, out_predictions, prov)  # first: the table is the rule's declared output
+    write_table(table, out_table, prov)
 
 
 def run_compare(config: dict, reference: str, predictions: list[str], probe_tables: list[str], out_table: str,

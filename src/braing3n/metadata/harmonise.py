@@ -7,7 +7,6 @@ across a subject's sessions, assign per-subject splits, validate against the sch
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from braing3n.metadata.issues import HarmoniseError, IssueLog
 from braing3n.metadata.mapping import join_tables, load_cohort_mapping
 from braing3n.metadata.schema import CLINICAL, COLUMNS, to_arrow, validate
 from braing3n.metadata.splits import assign_splits, baseline_diagnosis
+from braing3n.provenance import write_parquet
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,7 @@ def harmonise_cohort(cohort: str, mapping_path: str, root: str | os.PathLike,
 
 def write_partition(df: pd.DataFrame, path: str | os.PathLike, prov: dict | None = None) -> None:
     """Atomic Parquet write (tmp + rename) so a failed run leaves no partial partition."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = to_arrow(df)
-    if prov:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               b"braing3n_provenance": json.dumps(prov, sort_keys=True).encode()})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_parquet(to_arrow(df), path, prov or {})
 
 
 def read_partitions(paths: list[str | os.PathLike]) -> pd.DataFrame:

@@ -11,13 +11,10 @@ diagnosis x modality) and tables/dataset_coverage.csv|md (% of scans with each f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from braing3n.metadata.schema import CLINICAL, MODALITIES
 
@@ -96,17 +93,6 @@ def coverage_table(manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_parquet(df: pd.DataFrame, path: str | Path, prov: dict, schema: pa.Schema | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"braing3n_provenance": json.dumps(prov, sort_keys=True).encode()})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-
-
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="braing3n manifest", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,7 +108,7 @@ def main(argv: list[str]) -> int:
     from braing3n.metadata.issues import HarmoniseError
     from braing3n.metadata.schema import ARROW_SCHEMA, coerce
     from braing3n.paths import Layout
-    from braing3n.provenance import provenance, write_table
+    from braing3n.provenance import provenance, write_parquet, write_table
 
     try:
         config = load_configs(args.configfile) if args.configfile else {"results": "results", "seed": 0}

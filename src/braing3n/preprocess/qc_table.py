@@ -109,23 +109,15 @@ def montage(df: pd.DataFrame, path: str, max_scans: int = 48) -> None:
 
 
 def build_table(records: list[str], out: str, config: dict | None = None, threshold: float = 3.5) -> pd.DataFrame:
-    from braing3n.provenance import provenance, write_table
+    from braing3n.provenance import provenance, write_parquet, write_table
 
     df = flag_outliers(read_records(records), threshold)
     prov = provenance(config, scans=len(df), failed=int((df["status"] == "failed").sum()),
                       outliers=int(df["outlier"].sum()))
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
     table = df.copy()
     table.attrs = {}
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    t = pa.Table.from_pandas(table, preserve_index=False)
-    t = t.replace_schema_metadata({**(t.schema.metadata or {}), b"provenance": json.dumps(prov).encode()})
-    pq.write_table(t, tmp)
-    tmp.replace(out_path)
+    write_parquet(table, out_path, prov)
     write_table(df, out_path.with_suffix(".csv"), prov)
     montage(df, str(out_path.with_name(out_path.stem + "_montage.png")))
     return df
