@@ -71,8 +71,8 @@ def test_out_of_range(mem, column, value, field):
 
 
 def test_duplicate_scan_id(mem):
-    # '941S0001' and '941_S_0001' give the same BIDS label, hence the same scan_id.
-    extra = mem / "ADNI" / "941S0001" / "bl" / "941S0001_bl_MPRAGE.nii.gz"
+    # sessions 'b-l' and 'bl' give the same BIDS label, hence the same scan_id.
+    extra = mem / "ADNI" / "941_S_0001" / "b-l" / "941_S_0001_b-l_MPRAGE.nii.gz"
     extra.parent.mkdir(parents=True)
     extra.touch()
     df, log = run(mem)
@@ -85,6 +85,22 @@ def test_duplicate_scan_id(mem):
     kept = df.set_index("scan_id").loc["phantommem_sub-941S0001_ses-bl_T1", "raw_path"]
     assert kept == str(extra)
     with pytest.raises(HarmoniseError, match="941_S_0001_bl_MPRAGE.nii.gz.*duplicate scan id"):
+        run(mem, STRICT)
+
+
+def test_two_spellings_of_one_subject_are_not_two_subjects(mem):
+    # '941S0001' and '941_S_0001' give one label (one output folder) but would be two subjects in
+    # the splits, so a session of one could land in train and a session of the other in test
+    extra = mem / "ADNI" / "941S0001" / "m24" / "941S0001_m24_MPRAGE.nii.gz"
+    extra.parent.mkdir(parents=True)
+    extra.touch()
+    df, log = run(mem)
+    assert len(df) == 11 and not df["raw_path"].eq(str(extra)).any()  # the fixture's 11 scans
+    assert df.loc[df["subject_id"].str.endswith("0001"), "subject_id"].unique().tolist() == ["phantommem:941_S_0001"]
+    hit = issues(log, "subject_label_clash")
+    assert hit["action"].tolist() == ["dropped"] and hit.iloc[0]["file"] == str(extra)
+    assert hit.iloc[0]["value"] == "941S0001" and "941_S_0001" in hit.iloc[0]["detail"]
+    with pytest.raises(HarmoniseError, match="941S0001_m24_MPRAGE.nii.gz.*subject label clash"):
         run(mem, STRICT)
 
 
@@ -152,3 +168,17 @@ def test_bad_unit_is_named(tmp_path, mem):
     bad.write_text(text.replace("{column: EXAMDATE, unit: date}", "{column: EXAMDATE, unit: month}"))
     with pytest.raises(ValueError, match=r"bad.yaml: fields.days_from_baseline.unit 'month' is not one of"):
         harmonise_cohort("phantommem", str(bad), mem)
+
+
+def test_unknown_baseline_date_does_not_make_a_later_visit_the_baseline(mem):
+    edit_clinical(mem, 4, "EXAMDATE", "2012-13-45")  # 941_S_0003's baseline visit
+    df, log = run(mem)
+    by = df.set_index("scan_id")
+    m24 = by.loc["phantommem_sub-941S0003_ses-m24_T1"]
+    # counted from the m24 visit itself it would read 0 days and the baseline age 65.25
+    assert pd.isna(m24["days_from_baseline"]) and pd.isna(m24["age"])
+    m12 = by.loc["phantommem_sub-941S0001_ses-m12_T1"]
+    assert m12["days_from_baseline"] == 370 and abs(m12["age"] - (70.5 + 370 / 365.25)) < 1e-9
+    hit = issues(log, "unknown_baseline")
+    assert hit["value"].tolist() == ["phantommem:941_S_0003"] and "bl" in hit.iloc[0]["detail"]
+    assert issues(log, "bad_value")["row"].tolist() == ["4"]

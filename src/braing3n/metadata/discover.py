@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +108,10 @@ def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike,
                    duplicates: list[tuple[ScanRef, ScanRef]] | None = None) -> list[ScanRef]:
     """All scans under ``root`` matching the mapping's pattern, sorted by subject/session/modality.
 
-    Two files with the same subject/session/modality labels raise ValueError, unless a
-    ``duplicates`` list is given: then the first file (path order) is kept and each
+    Two files with the same subject/session/modality labels raise ValueError, and so do two raw
+    subject spellings that give one label ("127_S_0600" and "127S0600": one output folder, and the
+    splits would see two subjects), unless a ``duplicates`` list is given: then the first file
+    (path order) or the spelling with the most files (then the first) is kept and each
     (kept, extra) pair is appended to it, so the caller can report the extra file.
     """
     spec = mapping["scans"]
@@ -117,11 +120,12 @@ def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike,
     session_default = str(spec.get("session_default", "01"))
     root = Path(root)
     found: dict[tuple[str, str, str], ScanRef] = {}
+    refs = []
     for path, m in _candidates(root, patterns, modality_map):
         fields = m.groupdict()
         subject_raw = fields["subject"]
         session_raw = fields.get("session") or session_default
-        ref = ScanRef(
+        refs.append(ScanRef(
             cohort=cohort,
             subject=bids_label(subject_raw),
             session=bids_label(session_raw),
@@ -129,7 +133,21 @@ def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike,
             path=str(path),
             subject_raw=subject_raw,
             session_raw=session_raw,
-        )
+        ))
+    n_files = Counter((r.subject, r.subject_raw) for r in refs)
+    kept_of_subject: dict[str, ScanRef] = {}
+    for ref in refs:  # per label, the spelling with the most files (max keeps the first on a tie)
+        best = kept_of_subject.get(ref.subject)
+        if best is None or n_files[(ref.subject, ref.subject_raw)] > n_files[(ref.subject, best.subject_raw)]:
+            kept_of_subject[ref.subject] = ref
+    for ref in refs:
+        first = kept_of_subject[ref.subject]
+        if first.subject_raw != ref.subject_raw:
+            if duplicates is None:
+                raise ValueError(f"{root}: subjects {first.subject_raw!r} and {ref.subject_raw!r} both give the "
+                                 f"label {ref.subject}: rename one ({ref.path})")
+            duplicates.append((first, ref))
+            continue
         key = (ref.subject, ref.session, ref.modality)
         if key in found and duplicates is not None:
             duplicates.append((found[key], ref))

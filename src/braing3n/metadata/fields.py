@@ -206,15 +206,29 @@ class FieldBuilder:
         return self._check(name, out, src_col)
 
     def _relative(self, out: pd.Series, dates: bool) -> pd.Series:
-        """Subtract each subject's smallest value (days since the subject's first scan)."""
+        """Subtract each subject's smallest value (days since the subject's first scan). A subject
+        with a session whose value is unknown (no clinical row, a bad date) gets none: that session
+        may be the first one, and counting from a later visit would shift every interval and age."""
         known = out.dropna()
         if known.empty:
             return out
+        subject = self.wide["subject_id"]
+        session_known = out.notna().groupby([subject, self.wide["session_raw"]]).any()
+        gaps = session_known[~session_known].reset_index()
+        unsure = set(gaps["subject_id"])
+        for subj, sessions in gaps.groupby("subject_id")["session_raw"]:
+            first = self.wide.index[(subject == subj).to_numpy()][0]
+            self._issue(first, "unknown_baseline", "nulled", "", self.where, "", subj,
+                        f"session(s) {', '.join(map(str, sessions))} of {subj} have no value, so the first "
+                        "session is unknown: days from baseline (and ages counted from it) nulled for the subject")
+        known = known[~subject.loc[known.index].isin(unsure)]
+        result = pd.Series([None] * len(out), index=out.index, dtype=object)
+        if known.empty:
+            return result
         known = pd.to_datetime(known) if dates else pd.to_numeric(known).astype("float64")
-        first = known.groupby(self.wide.loc[known.index, "subject_id"]).transform("min")
+        first = known.groupby(subject.loc[known.index]).transform("min")
         delta = known - first
         delta = delta.dt.days.astype("float64") if dates else delta
-        result = pd.Series([None] * len(out), index=out.index, dtype=object)
         result.loc[delta.index] = delta.astype(object)
         return result
 

@@ -36,6 +36,11 @@ def scans_frame(cohort: str, mapping: dict, root: str | os.PathLike, log: IssueL
     duplicates: list = []
     refs = discover_scans(cohort, mapping, root, duplicates=duplicates)
     for kept, extra in duplicates:
+        if kept.subject_raw != extra.subject_raw:
+            log.add("subject_label_clash", "dropped", file=extra.path, value=extra.subject_raw, scan_id=extra.scan_id,
+                    detail=f"subject {extra.subject_raw!r} gives the label {extra.subject} of {kept.subject_raw!r} "
+                           f"({kept.path}); the first spelling is kept, rename one")
+            continue
         log.add("duplicate_scan_id", "dropped", file=extra.path, value=kept.scan_id, scan_id=kept.scan_id,
                 detail=f"same scan_id as {kept.path}; the first file is kept")
     rows = []

@@ -1,7 +1,7 @@
 """Per-cohort issues report: every nulled value, dropped row and unused clinical row, with its reason.
 
 Strict mode turns the first *bad-input* issue (unknown code, out-of-range value, duplicate scan,
-missing column, missing scan file, sex conflict) into a HarmoniseError naming file, row, column
+subject label clash, missing column, missing scan file, sex conflict) into a HarmoniseError naming file, row, column
 and value. Informational issues (a clinical row with no scan, a scan with no clinical row) are
 only recorded.
 """
@@ -16,7 +16,7 @@ ISSUE_COLUMNS = ["cohort", "problem", "action", "file", "row", "column", "value"
 # Problems that are bad input (strict mode fails on them).
 BAD_INPUT = {
     "unknown_code", "out_of_range", "bad_value", "duplicate_scan_id", "missing_column",
-    "missing_scan_file", "sex_conflict", "bad_key", "duplicate_clinical_row",
+    "missing_scan_file", "sex_conflict", "bad_key", "duplicate_clinical_row", "subject_label_clash",
 }
 
 
