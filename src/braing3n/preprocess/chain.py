@@ -19,7 +19,7 @@ import ants
 import numpy as np
 from scipy import ndimage
 
-from braing3n.atlas import atlas_paths
+from braing3n.atlas import atlas_paths, check_readable
 from braing3n.preprocess import qc
 from braing3n.preprocess.io import ScanError, read_scan, save_ants
 from braing3n.preprocess.n4 import N4Params, head_mask, n4
@@ -81,6 +81,9 @@ class Products:
             self.names.update(xfm=f"{ses}_from-{m}_to-T1_mode-image_xfm.mat")
 
 
+MIN_HEAD_ML = 50.0  # far below any head (> 1,000 mL); catches a mask or a blank volume given as a scan
+
+
 class Staging:
     """Hidden temp folder next to the record; `commit` renames its files into place."""
 
@@ -90,7 +93,9 @@ class Staging:
 
     def __enter__(self) -> Staging:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        p = self.products  # a killed earlier run of this scan (another pid) may have left its folder
+        for stale in self.out_dir.glob(f".tmp-{p.subject}-{p.session}-{p.modality}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         self.tmp.mkdir()
         return self
 
@@ -125,6 +130,7 @@ def load_atlas(reg_mm: float = 2.0) -> dict[str, ants.ANTsImage]:
     """SRI24 images; ``reg_fixed`` is the brain at ``reg_mm``: an affine needs no 1 mm metric
     (measured on IXI: 12.6 s vs 125 s, same NCC, 0.46 mm mean difference between the two transforms)."""
     a = atlas_paths()
+    check_readable(a)  # ITK reads a truncated .nii.gz without complaint: every scan would "fail"
     atlas = {"t1": ants.image_read(str(a.t1)), "t1_brain": ants.image_read(str(a.t1_brain)),
              "mask": ants.image_read(str(a.brain_mask))}
     atlas["reg_fixed"] = (ants.resample_image(atlas["t1_brain"], (reg_mm,) * 3, use_voxels=False, interp_type=0)
@@ -136,6 +142,10 @@ def n4_head(path: str, params: ChainParams, timer: Timer) -> tuple[ants.ANTsImag
     img = read_scan(path)
     timer.step("read")
     head = head_mask(img)
+    head_ml = float(head.numpy().sum()) * float(np.prod(img.spacing)) / 1000.0
+    if head_ml < MIN_HEAD_ML:  # e.g. a binary mask passed as a scan: Otsu finds no foreground
+        raise ScanError(f"{path}: no head found ({head_ml:.0f} mL of foreground after Otsu thresholding; "
+                        f"a head is > {MIN_HEAD_ML:.0f} mL)")
     corrected = n4(img, head, params.n4)
     timer.step("n4")
     return corrected, head

