@@ -74,6 +74,20 @@ def test_cross_key_rules_fail_at_parse_time_in_one_line():
     with pytest.raises(ConfigError, match=r"\['sex'\] both fixed and swept") as err:
         validate_config(cfg)
     assert len(str(err.value).splitlines()) == 1  # Snakemake refuses it too: tests/test_workflow.py
+    # the AutoencoderKL probed as a baseline is one of the trained bottlenecks (demo: 8 and 32)
+    from braing3n.config import aekl_bottleneck
+
+    cfg = _demo()
+    cfg["evaluate"].update(baselines=["random_vit", "aekl"], encoders={"aekl": {"bottleneck": 16}})
+    with pytest.raises(ConfigError, match=r"aekl.bottleneck=16 is not one of evaluate.tokenizers.bottlenecks \[8, 32"):
+        validate_config(cfg)
+    cfg["evaluate"]["encoders"]["aekl"]["bottleneck"] = 8
+    assert aekl_bottleneck(validate_config(cfg)["evaluate"]) == 8
+    cfg["evaluate"]["encoders"]["aekl"]["bottleneck"] = None
+    assert aekl_bottleneck(validate_config(cfg)["evaluate"]) == 32  # the largest
+    cfg["evaluate"]["tokenizers"]["bottlenecks"] = []
+    with pytest.raises(ConfigError, match="baselines holds aekl but evaluate.tokenizers.bottlenecks is empty"):
+        validate_config(cfg)
 
 
 def test_gpu_overlay_changes_device_engine_and_mae_only():

@@ -34,3 +34,11 @@ def test_aekl_trains_with_the_shared_engine_and_reloads(tmp_path):
     tokens = encode_tokens(model, torch.randn(1, 1, 32, 32, 32))
     assert tokens.shape == (1, 8, 4) and torch.isfinite(tokens).all()
     assert (tmp_path / "aekl_4" / "metrics.csv").exists()
+    # the trained model as a baseline encoder for the probe comparison: mean and 5x6x5 grid features
+    from braing3n.evaluate.encoders import build_encoder
+
+    enc = build_encoder("aekl", {}, aekl_dir=str(tmp_path / "aekl_4"))
+    x = torch.randn(1, 1, 160, 192, 160)
+    feats = enc(x)
+    assert sorted(feats) == ["grid", "mean"] and feats["mean"].shape == (1, 4) and feats["grid"].shape == (1, 600)
+    torch.testing.assert_close(feats["mean"], encode_tokens(model, x).mean(1))  # posterior means, pooled

@@ -64,10 +64,25 @@ def check_cross_keys(config: dict, source: str = "config") -> None:
     if "cfg_scale" in fid and "scales" in g and float(fid["cfg_scale"]) not in scales:
         raise ConfigError(f"{source}: evaluate.fid.cfg_scale={fid['cfg_scale']} is not one of "
                           f"evaluate.guidance.scales {g['scales']}; FID and the sample mosaic use those samples")
+    bottlenecks = (ev.get("tokenizers") or {}).get("bottlenecks")
+    if "aekl" in (ev.get("baselines") or []) and not bottlenecks:
+        raise ConfigError(f"{source}: evaluate.baselines holds aekl but evaluate.tokenizers.bottlenecks is empty; "
+                          "the probed AutoencoderKL is one of those trained models")
+    k = ((ev.get("encoders") or {}).get("aekl") or {}).get("bottleneck")
+    if k is not None and bottlenecks and k not in bottlenecks:
+        raise ConfigError(f"{source}: evaluate.encoders.aekl.bottleneck={k} is not one of "
+                          f"evaluate.tokenizers.bottlenecks {bottlenecks} (the AutoencoderKL models trained)")
     both = sorted(set(g.get("fixed") or {}) & set(g.get("conditions") or {}))
     if both:
         raise ConfigError(f"{source}: evaluate.guidance: {both} both fixed and swept; a condition is either "
                           f"held (guidance.fixed) or requested at several values (guidance.conditions)")
+
+
+def aekl_bottleneck(evaluate: dict) -> int:
+    """Latent channels of the AutoencoderKL probed as an encoder: evaluate.encoders.aekl.bottleneck,
+    else the largest of evaluate.tokenizers.bottlenecks (the one that keeps the most information)."""
+    k = ((evaluate.get("encoders") or {}).get("aekl") or {}).get("bottleneck")
+    return int(k) if k is not None else int(max(evaluate["tokenizers"]["bottlenecks"]))
 
 
 def load_config(path: str | os.PathLike) -> dict:

@@ -5,6 +5,8 @@
 # longitudinal: dit-long forecasts vs actual follow-up; train_aekl -> tokenizers: MAE vs AutoencoderKL
 # Model folders (DIT_DIR, DIT_LONG_DIR, TOKENIZER_DIR) and EMBEDDINGS come from generator.smk.
 
+from braing3n.config import aekl_bottleneck
+
 EV = config["evaluate"]
 EV_ENCODERS = ["mae", *EV["baselines"]]
 EV_BOTTLENECKS = list(EV["tokenizers"]["bottlenecks"])
@@ -31,6 +33,14 @@ wildcard_constraints:
     k=r"\d+",
 
 
+def baseline_model(wc):
+    """The model a baseline encoder reads: the trained AutoencoderKL for aekl; random_vit copies
+    the MAE architecture (and external encoders need no pipeline model) from the tokenizer."""
+    if wc.encoder == "aekl":
+        return f"{R}/models/aekl_{aekl_bottleneck(EV)}/final.safetensors"
+    return f"{TOKENIZER_DIR}/final.safetensors"
+
+
 def encoder_embeddings(wc):
     if wc.encoder == "mae":
         return EMBEDDINGS
@@ -40,11 +50,12 @@ def encoder_embeddings(wc):
 rule embed_baseline:
     input:
         store=lambda wc: L.store_index(wc.cohort),
-        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",  # random_vit copies the MAE architecture
+        model=baseline_model,
     output:
         f"{R}/embeddings/{{encoder}}/{{cohort}}.npz",
     params:
-        settings=lambda wc: _ev_settings(f"encoders.{wc.encoder}", "batch_size"),
+        settings=lambda wc: _ev_settings(f"encoders.{wc.encoder}", "batch_size",
+                                         *(["tokenizers.bottlenecks"] if wc.encoder == "aekl" else [])),
     log:
         f"{R}/logs/evaluate/embed_{{encoder}}_{{cohort}}.log",
     threads: 4

@@ -5,6 +5,8 @@
 - brainiac: MONAI ViT-B (768 x 12) on the volume resized to 96^3 (BrainIAC's input).
 - brainsegfounder: the Swin-UNETR encoder (MONAI ``SwinUNETR.swinViT``), deepest stage pooled.
 - medicalnet: MONAI 3D ResNet (MedicalNet layout), global average pool of the last stage.
+- aekl: the project's AutoencoderKL baseline (`braing3n train aekl`, same data and engine as the
+  MAE), posterior means on the 10x12x10 latent grid, pooled like the MAE's tokens (mean, grid).
 
 External weights are never downloaded: the user supplies a file path in
 ``evaluate.encoders.<name>.weights``; a missing file is a one-line error saying so. CNN-style
@@ -108,6 +110,25 @@ class MAEArchEncoder(Encoder):
         return {"cls": cls, "mean": tokens.mean(1), "grid": pool_token_grid(tokens, self.grid)}
 
 
+class AEKLEncoder(Encoder):
+    """A trained AutoencoderKL's posterior means as tokens: no CLS, mean- and grid-pooled."""
+
+    def __init__(self, model_dir: str):
+        super().__init__()
+        from braing3n.models.aekl import load_aekl
+
+        self.name = "aekl"
+        self.model, cfg = load_aekl(model_dir)
+        self.grid = tuple(s // 2 ** (len(cfg.channels) - 1) for s in MODEL_SHAPE)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        from braing3n.models.aekl import encode_tokens
+        from braing3n.models.mae import pool_token_grid
+
+        tokens = encode_tokens(self.model, x)
+        return {"mean": tokens.mean(1), "grid": pool_token_grid(tokens, self.grid)}
+
+
 class SwinEncoder(Encoder):
     """Swin-UNETR encoder (BrainSegFounder's backbone); deepest stage, mean and max pooled."""
 
@@ -141,11 +162,13 @@ class ResNetEncoder(Encoder):
         return {"mean": f.mean(dim=(2, 3, 4)), "max": f.amax(dim=(2, 3, 4))}
 
 
-def build_encoder(name: str, spec: dict, seed: int = 0, mae_config: dict | None = None) -> Encoder:
+def build_encoder(name: str, spec: dict, seed: int = 0, mae_config: dict | None = None,
+                  aekl_dir: str | None = None) -> Encoder:
     """Adapter by name; external encoders load ``spec['weights']`` (never downloaded).
 
     ``random_vit`` uses the trained tokenizer's MAE architecture (``mae_config``) when given,
-    else a MONAI ViT of ``spec`` width/depth on the model grid.
+    else a MONAI ViT of ``spec`` width/depth on the model grid. ``aekl`` loads the trained
+    AutoencoderKL folder ``aekl_dir``.
     """
     torch.manual_seed(seed)  # the random floor is reproducible; loaded weights overwrite the init
     if name == "random_vit" and mae_config is not None:
@@ -159,8 +182,12 @@ def build_encoder(name: str, spec: dict, seed: int = 0, mae_config: dict | None 
         enc = SwinEncoder(spec.get("feature_size", 48))
     elif name == "medicalnet":
         enc = ResNetEncoder(spec.get("depth", 50))
+    elif name == "aekl" and aekl_dir:
+        enc = AEKLEncoder(aekl_dir)
+    elif name == "aekl":
+        raise ValueError("encoder 'aekl' needs the trained AutoencoderKL folder (braing3n train aekl)")
     else:
-        raise ValueError(f"unknown encoder {name!r}; known: random_vit, {', '.join(EXTERNAL)}")
+        raise ValueError(f"unknown encoder {name!r}; known: random_vit, aekl, {', '.join(EXTERNAL)}")
     if name in EXTERNAL and not spec.get("random_weights", False):
         target = enc.vit if name == "brainiac" else enc.swin if name == "brainsegfounder" else enc.net
         load_user_weights(target, spec.get("weights"), name)

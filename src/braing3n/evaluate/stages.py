@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from braing3n.config import aekl_bottleneck
 from braing3n.evaluate import compare, guidance, tasks
 from braing3n.paths import Layout
 from braing3n.provenance import provenance, write_parquet, write_table
@@ -69,8 +70,9 @@ def run_embed(config: dict, encoder: str, cohort: str, out: str) -> None:
 
     ev = config["evaluate"]
     index = read_index(layout(config).store_index(cohort))
+    aekl_dir = layout(config).model_dir(f"aekl_{aekl_bottleneck(ev)}") if encoder == "aekl" else None
     enc = build_encoder(encoder, ev["encoders"].get(encoder, {}), seed=config["seed"],
-                        mae_config=mae_config_of(config) if encoder == "random_vit" else None)
+                        mae_config=mae_config_of(config) if encoder == "random_vit" else None, aekl_dir=aekl_dir)
     feats = embed_batches(enc, eval_batches(VolumeDataset(index), ev["batch_size"]), device_of(config))
     _atomic_npz(Path(out), scan_id=np.asarray(index["scan_id"], dtype=str), **feats)
 
