@@ -5,10 +5,13 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
-# torch CPU wheel installed first when no torch is present: a plain torch
-# requirement would pull a multi-GB CUDA build. Cluster users install their
-# CUDA build into the venv before `make` and it is kept (see README).
+# torch installed first when no torch is present, so that the `torch` range in
+# pyproject.toml keeps it. On Linux, PyPI's torch wheel bundles CUDA (GBs): a
+# CPU-only machine sets TORCH_INDEX=https://download.pytorch.org/whl/cpu (or a
+# mirror); where the index already serves a CPU build, leave it empty. Cluster
+# users install their CUDA build into the venv before `make` and it is kept.
 TORCH_CPU ?= torch==2.13.0
+TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 # a config overlay merged over config/demo.yaml, e.g. OVERLAY=config/demo_gpu.yaml (one CUDA GPU)
 OVERLAY ?=
@@ -30,7 +33,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_CPU)"
+	@$(BIN)/python -c "import torch" 2>/dev/null || \
+		$(BIN)/python -m pip install -q "$(TORCH_CPU)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@
 
