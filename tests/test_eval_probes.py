@@ -59,6 +59,15 @@ def test_penalty_search_never_splits_a_subject(monkeypatch):
     assert len(seen) == 1 and not isinstance(seen[0], int)
     for tr, te in seen[0]:
         assert not set(groups[keep][tr]) & set(groups[keep][te])
+    # regression: RidgeCV gets the grouped folds; with one subject there are none and the penalty
+    # is fixed (RidgeCV's default would be leave-one-scan-out)
+    ridge_cv = []
+    monkeypatch.setattr(probes, "RidgeCV", lambda **kw: ridge_cv.append(kw["cv"]) or lm.RidgeCV(**kw))
+    age = x[:, 0] * 3 + 50
+    probes.fit_predict(x, age, groups, x[:2], False, seed=0)
+    assert len(ridge_cv) == 1 and all(not set(groups[tr]) & set(groups[te]) for tr, te in ridge_cv[0])
+    pred, _ = probes.fit_predict(x[:3], age[:3], groups[:3], x[:2], False, seed=0)  # subject s000 alone
+    assert len(ridge_cv) == 1 and pred.shape == (2,)
 
 def test_probe_on_noise_is_at_chance():
     rng, groups = _subjects(80, 2)

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from braing3n.evaluate.cli import main as evaluate_main
+from braing3n.provenance import read_table
 from braing3n.report import main as report_main
 
 torch.set_num_threads(1)
@@ -106,7 +107,7 @@ def _eval(tmp, *args):
 def _table(path):
     text = path.read_text()
     assert "# provenance: " in text and '"git_commit"' in text
-    return pd.read_csv(path, comment="#")
+    return read_table(path)[0]
 
 
 def test_random_floor_embeddings_use_the_mae_architecture(tree):

@@ -16,6 +16,7 @@ from braing3n.atlas import AFFINE, atlas_paths
 from braing3n.generate import cli as gen_cli
 from braing3n.generate import forecast as fc
 from braing3n.generate.tasks import build_task
+from braing3n.provenance import read_table
 from braing3n.train.engine import TrainConfig, fit
 
 torch.set_num_threads(1)
@@ -107,7 +108,7 @@ def test_forecast_from_atlas_space_baseline(models, tmp_path):
     # the stand-in tokenizer reconstructs 16^3 patch means: encode/decode went through the right grid
     assert abs(d["baseline_recon"].sum() - d["baseline"].sum()) < 1e-3 * np.abs(d["baseline"]).sum()
     assert (out / "forecast.png").exists()
-    row = pd.read_csv(out / "forecast.csv", comment="#")
+    row = read_table(out / "forecast.csv")[0]
     assert row.loc[0, "years"] == 3.0 and row.loc[0, "cond_disease"] == "AD"
 
 

@@ -89,9 +89,9 @@ def test_duplicate_scan_id(mem):
 
 
 def test_two_spellings_of_one_subject_are_not_two_subjects(mem):
-    # '941S0001' and '941_S_0001' give one label (one output folder) but would be two subjects in
+    # '941__S_0001' and '941_S_0001' give one label (one output folder) but would be two subjects in
     # the splits, so a session of one could land in train and a session of the other in test
-    extra = mem / "ADNI" / "941S0001" / "m24" / "941S0001_m24_MPRAGE.nii.gz"
+    extra = mem / "ADNI" / "941__S_0001" / "m24" / "941__S_0001_m24_MPRAGE.nii.gz"
     extra.parent.mkdir(parents=True)
     extra.touch()
     df, log = run(mem)
@@ -99,8 +99,8 @@ def test_two_spellings_of_one_subject_are_not_two_subjects(mem):
     assert df.loc[df["subject_id"].str.endswith("0001"), "subject_id"].unique().tolist() == ["phantommem:941_S_0001"]
     hit = issues(log, "subject_label_clash")
     assert hit["action"].tolist() == ["dropped"] and hit.iloc[0]["file"] == str(extra)
-    assert hit.iloc[0]["value"] == "941S0001" and "941_S_0001" in hit.iloc[0]["detail"]
-    with pytest.raises(HarmoniseError, match="941S0001_m24_MPRAGE.nii.gz.*subject label clash"):
+    assert hit.iloc[0]["value"] == "941__S_0001" and "941_S_0001" in hit.iloc[0]["detail"]  # path order
+    with pytest.raises(HarmoniseError, match="941__S_0001_m24_MPRAGE.nii.gz.*subject label clash"):
         run(mem, STRICT)
 
 

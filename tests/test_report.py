@@ -59,13 +59,13 @@ def _run_eval(tmp_path: Path, root: Path) -> None:
 def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     root = _results(tmp_path)
     _run_eval(tmp_path, root)
-    probes = pd.read_csv(root / "tables/probes_mae.csv", comment="#")
+    probes = read_table(root / "tables/probes_mae.csv")[0]
     assert len(probes[probes.status == "skipped"]) > 10  # tasks without data are listed with a reason
     assert "# provenance: " in (root / "tables/probes_mae.csv").read_text()
     assert (root / "tables/probes_mae.md").exists()
     pred_prov = read_parquet_provenance(root / "tables/probe_predictions_mae.parquet")
     assert pred_prov == read_table(root / "tables/probes_mae.csv")[1] and pred_prov["n_scans"] > 0
-    summary = pd.read_csv(root / "tables/encoder_summary.csv", comment="#")["summary"].iloc[0]
+    summary = read_table(root / "tables/encoder_summary.csv")[0]["summary"].iloc[0]
     assert summary.startswith("mae wins or ties on 5 of 5 tasks")  # sex, age, brain_age_hc, cdr_sb, modality
     first = {p.name: p.read_bytes() for p in sorted((root / "tables").glob("*.csv"))}
     _run_eval(tmp_path, root)
@@ -213,13 +213,13 @@ def test_a_win_over_the_floor_must_survive_the_correction_for_three_effects(tmp_
     beats = honest_check(tmp_path).set_index("check").loc["mae beats random_vit on at least one known effect"]
     assert beats["passed"] and beats["value"] == 1 and "cdr_sb: win p=0.01" in beats["detail"]
     # a comparison table written before the p-value column: a win cannot count, and the row says why
-    cmp = pd.read_csv(tmp_path / "encoder_comparison.csv", comment="#").drop(columns="p_value")
+    cmp = read_table(tmp_path / "encoder_comparison.csv")[0].drop(columns="p_value")
     cmp.to_csv(tmp_path / "encoder_comparison.csv", index=False)
     beats = honest_check(tmp_path).set_index("check").loc["mae beats random_vit on at least one known effect"]
     assert not beats["passed"] and "p_value missing" in beats["detail"]
     # a known effect whose probe was skipped fails its row instead of vanishing from the check
     _probe_tables(tmp_path, {"sex": 1.0, "age": 0.03})
-    probes = pd.read_csv(tmp_path / "probes_mae.csv", comment="#")
+    probes = read_table(tmp_path / "probes_mae.csv")[0]
     probes.loc[probes["task"] == "cdr_sb", "status"] = "skipped"
     probes.to_csv(tmp_path / "probes_mae.csv", index=False)
     check = honest_check(tmp_path)

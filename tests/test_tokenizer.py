@@ -13,6 +13,7 @@ from test_mae import make_phantom_cohort, tcfg
 from braing3n.atlas import AFFINE
 from braing3n.data.geometry import crop_to_model
 from braing3n.data.store import read_index
+from braing3n.provenance import read_table
 from braing3n.tokenizer import load_tokenizer
 from braing3n.tokenizer.export import export_embeddings
 from braing3n.tokenizer.reconstruct import reconstruct
@@ -109,7 +110,7 @@ def test_cli_export_and_reconstruct(trained, tmp_path):
     assert np.load(tmp_path / "e.npz")["latent"].shape == (4, 1200, 32)
     out = tmp_path / "tables" / "reconstruction.csv"
     assert main(["reconstruct", "--configfile", str(cfg_path), "--out", str(out)]) == 0
-    table = pd.read_csv(out, comment="#")
+    table = read_table(out)[0]
     assert list(table.scan_id) == ["phantom_sub-03_ses-bl_T1"]  # the held-out (test split) scan only
     assert "provenance" in out.read_text() and (tmp_path / "tables" / "reconstruction_summary.csv").exists()
     assert main(["export", "--configfile", str(cfg_path), "--cohort", "nosuch", "--out", str(tmp_path / "x.npz")]) == 1

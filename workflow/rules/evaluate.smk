@@ -54,8 +54,8 @@ rule embed_baseline:
     output:
         f"{R}/embeddings/{{encoder}}/{{cohort}}.npz",
     params:
-        settings=lambda wc: _ev_settings(f"encoders.{wc.encoder}", "batch_size",
-                                         *(["tokenizers.bottlenecks"] if wc.encoder == "aekl" else [])),
+        settings=lambda wc: _ev_settings(f"encoders.{wc.encoder}", "batch_size")
+        + (f" aekl_{aekl_bottleneck(EV)}" if wc.encoder == "aekl" else ""),
     log:
         f"{R}/logs/evaluate/embed_{{encoder}}_{{cohort}}.log",
     threads: 4

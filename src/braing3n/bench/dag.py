@@ -137,7 +137,7 @@ def time_discovery(config_path: Path) -> tuple[float, int]:
 
     config = yaml.safe_load(config_path.read_text())
     t0 = time.perf_counter()
-    n = sum(len(discover_scans(c, load_mapping(s["mapping"]), s["root"]))
+    n = sum(len(discover_scans(c, load_mapping(s["mapping"]), s["root"], duplicates=[]))
             for c, s in config["cohorts"].items() if s.get("enabled", True))
     return time.perf_counter() - t0, n
 

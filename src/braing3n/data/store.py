@@ -16,7 +16,6 @@ others are rewritten; .npy files of scans no longer in the table are removed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -25,13 +24,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from braing3n.atlas import SHAPE as ATLAS_SHAPE
-from braing3n.provenance import write_parquet
 from braing3n.atlas import to_lps_grid
 from braing3n.data.geometry import MODEL_SHAPE, crop_to_model
+from braing3n.provenance import write_parquet
 
 # QC-table column holding the atlas-space volume, first match wins (the preprocess stage names it).
 PATH_COLUMNS = ("volume", "atlas_path", "output", "image", "path")

@@ -119,14 +119,15 @@ class AEKLEncoder(Encoder):
 
         self.name = "aekl"
         self.model, cfg = load_aekl(model_dir)
-        self.grid = tuple(s // 2 ** (len(cfg.channels) - 1) for s in MODEL_SHAPE)
+        self.downsample = 2 ** (len(cfg.channels) - 1)  # one /2 per level after the first
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         from braing3n.models.aekl import encode_tokens
         from braing3n.models.mae import pool_token_grid
 
         tokens = encode_tokens(self.model, x)
-        return {"mean": tokens.mean(1), "grid": pool_token_grid(tokens, self.grid)}
+        grid = tuple(s // self.downsample for s in x.shape[2:])
+        return {"mean": tokens.mean(1), "grid": pool_token_grid(tokens, grid)}
 
 
 class SwinEncoder(Encoder):

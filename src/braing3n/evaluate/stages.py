@@ -16,8 +16,7 @@ import torch
 from braing3n.config import aekl_bottleneck
 from braing3n.evaluate import compare, guidance, tasks
 from braing3n.paths import Layout
-from braing3n.provenance import provenance, write_parquet, write_table
-from braing3n.provenance import read_table as read_provenance_table
+from braing3n.provenance import provenance, read_table, write_parquet, write_table
 
 
 def layout(config: dict) -> Layout:
@@ -39,11 +38,6 @@ def device_of(config: dict) -> torch.device:
     from braing3n.train.distributed import pick_device
 
     return pick_device(config.get("device", "auto"))
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A table written by write_table, without its provenance footer."""
-    return read_provenance_table(path)[0]
 
 
 def _atomic_npz(path: Path, **arrays) -> None:
@@ -102,7 +96,7 @@ def run_compare(config: dict, reference: str, predictions: list[str], probe_tabl
              if len(cmp) and (cmp["feature"] == feature).any()]
     lines = lines or [f"{reference}: nothing to compare (one encoder or no probe reached its minimum size)"]
     write_table(pd.DataFrame({"summary": lines}), out_summary, prov)
-    probes = pd.concat([read_table(p) for p in probe_tables], ignore_index=True)
+    probes = pd.concat([read_table(p)[0] for p in probe_tables], ignore_index=True)
     plot_probe_bars(probes, out_figure)
     return lines[0]
 

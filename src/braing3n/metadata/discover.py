@@ -14,7 +14,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,8 +110,9 @@ def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike,
     Two files with the same subject/session/modality labels raise ValueError, and so do two raw
     subject spellings that give one label ("127_S_0600" and "127S0600": one output folder, and the
     splits would see two subjects), unless a ``duplicates`` list is given: then the first file
-    (path order) or the spelling with the most files (then the first) is kept and each
-    (kept, extra) pair is appended to it, so the caller can report the extra file.
+    (path order) or the first spelling (path order: stable as files are added, unless a new
+    spelling sorts first) is kept and each (kept, extra) pair is appended to it, so the caller
+    can report the extra file.
     """
     spec = mapping["scans"]
     patterns = spec["pattern"] if isinstance(spec["pattern"], list) else [spec["pattern"]]
@@ -134,14 +134,9 @@ def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike,
             subject_raw=subject_raw,
             session_raw=session_raw,
         ))
-    n_files = Counter((r.subject, r.subject_raw) for r in refs)
-    kept_of_subject: dict[str, ScanRef] = {}
-    for ref in refs:  # per label, the spelling with the most files (max keeps the first on a tie)
-        best = kept_of_subject.get(ref.subject)
-        if best is None or n_files[(ref.subject, ref.subject_raw)] > n_files[(ref.subject, best.subject_raw)]:
-            kept_of_subject[ref.subject] = ref
+    first_of_subject: dict[str, ScanRef] = {}
     for ref in refs:
-        first = kept_of_subject[ref.subject]
+        first = first_of_subject.setdefault(ref.subject, ref)
         if first.subject_raw != ref.subject_raw:
             if duplicates is None:
                 raise ValueError(f"{root}: subjects {first.subject_raw!r} and {ref.subject_raw!r} both give the "

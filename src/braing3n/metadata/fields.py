@@ -207,20 +207,23 @@ class FieldBuilder:
 
     def _relative(self, out: pd.Series, dates: bool) -> pd.Series:
         """Subtract each subject's smallest value (days since the subject's first scan). A subject
-        with a session whose value is unknown (no clinical row, a bad date) gets none: that session
-        may be the first one, and counting from a later visit would shift every interval and age."""
+        with a session whose value is unknown (no clinical row, a bad date, a visit label the
+        pattern does not match) gets none: that session may be the first one, and counting from
+        a later visit would shift every interval and age."""
         known = out.dropna()
         if known.empty:
             return out
         subject = self.wide["subject_id"]
-        session_known = out.notna().groupby([subject, self.wide["session_raw"]]).any()
+        session_known = out.notna().groupby([subject, self.wide["session_raw"]], dropna=False).any()
+        per_subject = session_known.groupby(level=0)
+        # a subject with no known value at all has nothing to shift: only partly known ones are unsure
+        unsure = set(per_subject.any().index[per_subject.any() & ~per_subject.all()])
         gaps = session_known[~session_known].reset_index()
-        unsure = set(gaps["subject_id"])
-        for subj, sessions in gaps.groupby("subject_id")["session_raw"]:
-            first = self.wide.index[(subject == subj).to_numpy()][0]
-            self._issue(first, "unknown_baseline", "nulled", "", self.where, "", subj,
+        first_row = pd.Series(self.wide.index, index=self.wide.index).groupby(subject).first()
+        for subj, sessions in gaps[gaps["subject_id"].isin(unsure)].groupby("subject_id")["session_raw"]:
+            self._issue(first_row[subj], "unknown_baseline", "nulled", "", self.where, "", subj,
                         f"session(s) {', '.join(map(str, sessions))} of {subj} have no value, so the first "
-                        "session is unknown: days from baseline (and ages counted from it) nulled for the subject")
+                        "session is unknown: days from baseline (and ages counted from them) nulled for the subject")
         known = known[~subject.loc[known.index].isin(unsure)]
         result = pd.Series([None] * len(out), index=out.index, dtype=object)
         if known.empty:

@@ -171,7 +171,10 @@ def _usable_t1(raw: str, t1_record: str | None) -> dict:
 
 
 def _exit_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)  # SLURM's time limit / preemption: run the clean-up handlers
+    # SLURM's time limit / preemption: run the clean-up handlers. Best effort: Python handles the
+    # signal once a running ANTs/ITK call returns, and SLURM kills after KillWait; a later run
+    # sweeps temp folders and rewrites products, and only the session record marks a session done.
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str]) -> int:
@@ -181,12 +184,14 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     set_threads(args.threads)
     config = load_pipeline_config(args.configfile)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return _run(args, config)
     except (AtlasMissingError, HDBETMissingError) as exc:  # the environment, not the scan: the job fails
         print(f"braing3n preprocess: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace, config: dict) -> int:
