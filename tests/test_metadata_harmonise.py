@@ -111,7 +111,8 @@ def test_missing_column(mem):
     assert out["mmse"].isna().all() and out["age"].notna().all()
     hit = issues(log, "missing_column")
     assert hit["column"].tolist() == ["MMSE"] and hit["action"].tolist() == ["nulled"]
-    with pytest.raises(HarmoniseError, match="column 'MMSE'.*missing column"):
+    assert "none of the clinical tables has (ADNIMERGE.csv)" in hit.iloc[0]["detail"]  # where it looked
+    with pytest.raises(HarmoniseError, match="column 'MMSE'.*missing column.*ADNIMERGE.csv"):
         run(mem, STRICT)
 
 

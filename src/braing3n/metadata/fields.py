@@ -21,6 +21,7 @@ range is ``out_of_range``; both become null (lenient) or stop the run (strict).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 
@@ -118,8 +119,11 @@ class FieldBuilder:
             col = resolve_column(self.wide, str(ref), self.where)
             if col is not None:
                 return col
+        files = sorted({str(f) for c in self.wide.columns if c.endswith(".__file")
+                        for f in self.wide[c].dropna().unique()})
         self.log.add("missing_column", "nulled", file=self.where, column=" | ".join(map(str, refs)),
-                     detail=f"field {name!r} maps to a column no clinical table has; {name} is null")
+                     detail=f"field {name!r} maps to a column none of the clinical tables has "
+                            f"({', '.join(Path(f).name for f in files) or 'none read'}); {name} is null")
         return None
 
     def build(self, name: str, spec: dict, days: pd.Series | None = None) -> pd.Series:
