@@ -183,3 +183,14 @@ def test_unknown_baseline_date_does_not_make_a_later_visit_the_baseline(mem):
     hit = issues(log, "unknown_baseline")
     assert hit["value"].tolist() == ["phantommem:941_S_0003"] and "bl" in hit.iloc[0]["detail"]
     assert issues(log, "bad_value")["row"].tolist() == ["4"]
+
+
+def test_header_only_clinical_table_is_bad_input(mem):
+    header = (mem / "ADNIMERGE.csv").read_text().splitlines()[0]
+    (mem / "ADNIMERGE.csv").write_text(header + "\n")
+    df, log = run(mem)
+    assert len(df) == 11 and df["age"].isna().all() and df["sex"].isna().all()  # the scans stay
+    hit = issues(log, "empty_table")
+    assert len(hit) == 1 and hit.iloc[0]["file"].endswith("ADNIMERGE.csv")
+    with pytest.raises(HarmoniseError, match="ADNIMERGE.csv.*empty table.*header but no rows"):
+        run(mem, STRICT)
