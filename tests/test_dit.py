@@ -103,6 +103,27 @@ def test_drop_probability_is_per_condition():
     assert abs(torch.isnan(d["age"]).float().mean() - 0.3) < 0.015
 
 
+def test_joint_drop_trains_the_all_unknown_branch():
+    # three conditions at 0.1 each: alone, all three unknown together 0.1% of the time; with the joint
+    # drop at 0.1, ~10%, each condition then unknown ~19% of the time (0.1 + 0.9 * 0.1)
+    torch.manual_seed(0)
+    probs = {"disease": 0.1, "sex": 0.1, "age": 0.1}
+    d = drop_conditions(cond(20_000), probs)
+    assert ((d["disease"] == 0) & (d["sex"] == 0) & torch.isnan(d["age"])).float().mean() < 0.003
+    d = drop_conditions(cond(20_000), probs, all_prob=0.1)
+    all_unknown = ((d["disease"] == 0) & (d["sex"] == 0) & torch.isnan(d["age"])).float().mean()
+    assert abs(all_unknown - 0.1) < 0.01 and abs((d["sex"] == 0).float().mean() - 0.19) < 0.012
+    # a condition at probability 0 is never dropped, the joint drop included
+    d = drop_conditions(cond(2_000), {"disease": 0.1, "sex": 0.0, "age": 0.1}, all_prob=1.0)
+    assert (d["disease"] == 0).all() and torch.isnan(d["age"]).all() and torch.equal(d["sex"], cond(2_000)["sex"])
+    # all_prob 0 draws exactly what the per-condition drop drew before (same random stream)
+    torch.manual_seed(1)
+    a = drop_conditions(cond(64), probs)
+    torch.manual_seed(1)
+    b = drop_conditions(cond(64), probs, all_prob=0.0)
+    assert all(torch.equal(torch.nan_to_num(a[k], -1.0), torch.nan_to_num(b[k], -1.0)) for k in a)
+
+
 def test_cfg_w1_is_conditional_and_w0_unconditional_on_the_model():
     m = _perturbed()
     x, t = torch.randn(3, 12, 8), torch.rand(3)

@@ -44,7 +44,8 @@ class GeneratorTask:
 
     def __init__(self, kind: str, target: np.ndarray, conds: dict[str, np.ndarray], vocab: Vocabulary,
                  norm: LatentNorm, model_cfg: DiTConfig, batch_size: int, drop_prob: dict[str, float],
-                 time_sampler: str = "uniform", context: np.ndarray | None = None, n_subjects: int = 0):
+                 time_sampler: str = "uniform", context: np.ndarray | None = None, n_subjects: int = 0,
+                 drop_all_prob: float = 0.0):
         if kind not in DEFAULT_CONDITIONS:
             raise ValueError(f"unknown generator kind {kind!r}")
         self.name, self.kind = kind.replace("_", "-"), kind
@@ -52,7 +53,7 @@ class GeneratorTask:
         self.context = None if context is None else norm.normalise(context).astype(np.float16)
         self.conds, self.vocab, self.norm, self.model_cfg = conds, vocab, norm, model_cfg
         self.batch_size, self.drop_prob, self.time_sampler = batch_size, drop_prob, time_sampler
-        self.n_subjects = n_subjects
+        self.n_subjects, self.drop_all_prob = n_subjects, drop_all_prob
 
     def build_model(self) -> DiT:
         return DiT(self.model_cfg)
@@ -67,7 +68,7 @@ class GeneratorTask:
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
         x1 = batch["x1"].to(device, non_blocking=True)
         cond = {k: v.to(device, non_blocking=True) for k, v in batch["cond"].items()}
-        cond = drop_conditions(cond, self.drop_prob)  # global RNG: reproducible across resume
+        cond = drop_conditions(cond, self.drop_prob, all_prob=self.drop_all_prob)  # global RNG: resume-exact
         t = flow.sample_time(x1.shape[0], self.time_sampler, device=device)
         eps = torch.randn_like(x1)
         return flow.flow_loss(model, x1, cond, t, eps), {}
@@ -88,6 +89,7 @@ class GeneratorTask:
     def metadata(self) -> dict:
         return {"kind": self.kind, "model": self.model_cfg.to_dict(), "vocabulary": self.vocab.to_dict(),
                 "latent_norm": self.norm.to_dict(), "drop_prob": self.drop_prob,
+                "drop_all_prob": self.drop_all_prob,
                 "time_sampler": self.time_sampler, "n_train": int(len(self.target)),
                 "n_train_subjects": int(self.n_subjects), "flow": "x_t=(1-t)*x1+t*eps; v=eps-x1; data at t=0"}
 
@@ -140,7 +142,8 @@ def build_task(kind: str, rows: pd.DataFrame, target: np.ndarray, extra: dict, b
     n_subj = rows["subject_id"].nunique() if "subject_id" in rows else 0
     return GeneratorTask(kind, target, conds, vocab, norm, model_cfg, batch_size,
                          _drop_probs(extra.get("drop_prob", 0.1), [*vocab.categorical, *vocab.continuous]),
-                         extra.get("time_sampler", "uniform"), context, n_subj)
+                         extra.get("time_sampler", "uniform"), context, n_subj,
+                         float(extra.get("drop_all_prob", 0.0)))
 
 
 def make_dit_task(config: dict, cfg) -> GeneratorTask:

@@ -241,14 +241,22 @@ def null_condition(model_cfg: DiTConfig, batch: int, device: torch.device | str 
     return cond
 
 
-def drop_conditions(cond: dict, probs: dict[str, float], generator: torch.Generator | None = None) -> dict:
-    """Classifier-free dropout: each condition independently set to unknown with its probability."""
+def drop_conditions(cond: dict, probs: dict[str, float], generator: torch.Generator | None = None,
+                    all_prob: float = 0.0) -> dict:
+    """Classifier-free dropout: each condition independently set to unknown with its probability,
+    and, with ``all_prob``, every droppable condition (probability > 0) at once. The joint drop is
+    DiT's learned null class: independent drops alone almost never leave all six conditions unknown
+    together (0.1^6), which is the unconditional branch guidance samples against."""
     out = dict(cond)
-    for k, p in probs.items():
-        if k not in cond or p <= 0:
-            continue
+    droppable = [k for k, p in probs.items() if k in cond and p > 0]
+    if not droppable:
+        return out
+    n = cond[droppable[0]].shape[0]
+    drop_all = torch.rand(n, generator=generator, device="cpu") < all_prob if all_prob > 0 else None
+    for k in droppable:
         v = cond[k]
-        drop = torch.rand(v.shape[0], generator=generator, device="cpu").to(v.device) < p
+        drop = torch.rand(v.shape[0], generator=generator, device="cpu") < probs[k]
+        drop = (drop | drop_all if drop_all is not None else drop).to(v.device)
         out[k] = torch.where(drop, torch.zeros_like(v), v) if not v.is_floating_point() else \
             torch.where(drop, torch.full_like(v, float("nan")), v)
     return out
