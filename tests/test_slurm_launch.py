@@ -32,6 +32,11 @@ def test_one_gpu_runs_directly_several_use_torchrun():
     assert lp.argv[1:3] == ["-m", "torch.distributed.run"]
     assert "--standalone" in lp.argv and "--nproc-per-node=4" in lp.argv
     assert lp.argv[-len(CMD) - 1:] == ["--no-python", *CMD]
+    # the agent hands SIGUSR1 (sbatch --signal=B:USR1@120) on to the workers, which checkpoint on it
+    assert lp.env == {"TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"}
+    assert plan(CMD, {"SLURM_GPUS_ON_NODE": "2", "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGUSR1,SIGTERM"}).env == {
+        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGUSR1,SIGTERM"}
+    assert plan(CMD, {"SLURM_GPUS_ON_NODE": "1"}).env == {}  # direct: the trainer gets the signal itself
 
 
 def test_gpu_count_sources():

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class LaunchPlan:
     nnodes: int
     nproc_per_node: int
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment before exec
 
     @property
     def mode(self) -> str:
@@ -109,8 +110,14 @@ def plan(cmd: list[str], env: Mapping[str, str], nproc_per_node: int | None = No
     elif nproc > 1:
         argv = [*torchrun, "--standalone", f"--nproc-per-node={nproc}", "--no-python", *cmd]
     else:
-        argv = list(cmd)
-    return LaunchPlan(nnodes, nproc, argv)
+        return LaunchPlan(nnodes, nproc, list(cmd))
+    # torchrun's agent forwards only the signals it handles to the workers (default TERM, INT, HUP,
+    # QUIT); without USR1 there, `sbatch --signal=B:USR1@120` would kill the agent and the workers
+    # would die without the checkpoint their SIGUSR1 handler writes
+    handled = env.get("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT")
+    if "SIGUSR1" not in handled.split(","):
+        handled += ",SIGUSR1"
+    return LaunchPlan(nnodes, nproc, argv, {"TORCHELASTIC_SIGNALS_TO_HANDLE": handled})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 127
     sys.stdout.flush()
     sys.stderr.flush()
+    os.environ.update(lp.env)
     os.execvp(lp.argv[0], lp.argv)  # replaces this process: signals (SLURM preemption) reach the trainer
 
 
