@@ -67,6 +67,10 @@ def test_tiny_model_fits_and_writes_outputs(tmp_path):
     assert abs(float(rows[-1]["lr"]) - 1e-3) < 1e-9  # cosine ends at min_lr_ratio * lr
     assert len(ck.list_checkpoints(tmp_path / "checkpoints")) == 2  # keep_checkpoints
     assert any((tmp_path / "tb").iterdir())
+    # rerun in the same folder without EMA: the raw weights are released, not the old EMA file
+    out = fit(ToyTask(), cfg(steps=4, ema_decay=0.0), tmp_path)
+    assert out == tmp_path / "final.safetensors" == release_weights(tmp_path)
+    assert not (tmp_path / "final_ema.safetensors").exists()
 
 
 def test_resume_equals_uninterrupted(tmp_path):

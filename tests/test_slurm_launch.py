@@ -155,3 +155,15 @@ def test_ddp_launch_two_gloo_processes_matches_single_process(tmp_path):
     assert len(losses["ddp"]) == 3  # steps 4, 8, 12
     for run in losses:
         assert losses[run][-1] < 0.5 * losses[run][0], (run, losses[run])
+
+
+def test_batch_script_of_a_many_task_job_is_one_process(monkeypatch):
+    # sbatch --ntasks=4 runs its script once: SLURM_NTASKS=4 there, but only an srun step's tasks
+    # (SLURM_STEP_NUM_TASKS) form a process group
+    from braing3n.train.distributed import init_distributed
+
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    di = init_distributed("cpu")
+    assert (di.rank, di.world, di.local_rank) == (0, 1, 0)

@@ -116,7 +116,12 @@ def test_train_batches_deterministic_and_resumable(tmp_path):
         np.save(p, np.full(MODEL_SHAPE, i + 1, np.float16))
         paths.append(str(p))
     ds = VolumeDataset(pd.DataFrame({"scan_id": [f"s{i}" for i in range(5)], "path": paths}))
+    torch.manual_seed(0)
+    expect = torch.rand(3)
+    torch.manual_seed(0)
     it = train_batches(ds, 2, 0, 1, seed=3, start_step=0, num_workers=0)
+    next(iter(train_batches(ds, 2, 0, 1, seed=3, start_step=5, num_workers=0)))
+    assert torch.equal(torch.rand(3), expect)  # starting to iterate draws nothing from the global RNG
     seq = [next(it)[:, 0, 0, 0, 0].tolist() for _ in range(4)]
     again = train_batches(ds, 2, 0, 1, seed=3, start_step=2, num_workers=0)
     assert [next(again)[:, 0, 0, 0, 0].tolist() for _ in range(2)] == seq[2:]

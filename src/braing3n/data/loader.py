@@ -75,6 +75,10 @@ def train_batches(dataset: Dataset, batch_size: int, rank: int, world: int, seed
     cuda = torch.device(device).type == "cuda"
     loader = DataLoader(dataset, batch_sampler=_BatchStream(len(dataset), batch_size, rank, world, seed, start_step),
                         num_workers=num_workers, pin_memory=cuda, persistent_workers=num_workers > 0,
+                        # its own generator: the default draws the workers' base seed from the global
+                        # RNG when iteration starts, i.e. at step 0 in a fresh run but at step k after
+                        # a resume, which shifted the MAE's masking stream (resume was not exact)
+                        generator=torch.Generator().manual_seed(seed * 1009 + rank),
                         # host memory in flight: 2 x workers x batch x 9.8 MB (shared memory, /dev/shm)
                         prefetch_factor=2 if num_workers > 0 else None)
     yield from loader

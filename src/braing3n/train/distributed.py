@@ -1,7 +1,7 @@
 """DDP setup from the launcher's environment (torchrun, or srun without torchrun).
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. Under plain ``srun``
-we map SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID onto them; MASTER_ADDR must then be set by
+we map SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID onto them; MASTER_ADDR must then be set by
 the batch script (first host of ``scontrol show hostnames $SLURM_JOB_NODELIST``).
 """
 
@@ -44,7 +44,9 @@ def _env_int(*names: str, default: int) -> int:
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Initialise the process group when launched with several processes; no-op for one."""
-    world = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
+    # SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: a batch script of an --ntasks=4 job is one process,
+    # only the tasks of an srun step are the world
+    world = _env_int("WORLD_SIZE", "SLURM_STEP_NUM_TASKS", default=1)
     rank = _env_int("RANK", "SLURM_PROCID", default=0)
     local_rank = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
     dev = pick_device(device, local_rank)

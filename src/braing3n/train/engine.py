@@ -364,6 +364,8 @@ def _release(task: Task, model: torch.nn.Module, ema: EMA | None, cfg: TrainConf
         ck.save_weights(model.state_dict(), final, meta)
         if ema is not None:
             ck.save_weights(ema.weights(model), out_dir / "final_ema.safetensors", meta)
+        else:  # an earlier run's EMA weights would otherwise be released (release_weights prefers them)
+            (out_dir / "final_ema.safetensors").unlink(missing_ok=True)
         info = {"task": task.name, "model": model_config, "train": dataclasses.asdict(cfg),
                 "weights": final.name, "release": release_weights(out_dir).name}
         tmp = out_dir / "config.json.tmp"
