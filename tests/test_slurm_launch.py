@@ -25,17 +25,24 @@ def test_no_gpu_runs_command_directly():
     assert lp.mode == "direct" and lp.argv == CMD and lp.nproc_per_node == 1
 
 
-def test_one_gpu_runs_directly_several_use_torchrun():
+def test_one_gpu_runs_directly_several_use_torchrun(monkeypatch):
     assert plan(CMD, {"SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "1"}).argv == CMD
     lp = plan(CMD, {"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "1", "SLURM_GPUS_ON_NODE": "4"})
     assert lp.mode == "torchrun" and lp.nproc_per_node == 4
     assert lp.argv[1:3] == ["-m", "torch.distributed.run"]
     assert "--standalone" in lp.argv and "--nproc-per-node=4" in lp.argv
     assert lp.argv[-len(CMD) - 1:] == ["--no-python", *CMD]
-    # the agent hands SIGUSR1 (sbatch --signal=B:USR1@120) on to the workers, which checkpoint on it
-    assert lp.env == {"TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"}
-    assert plan(CMD, {"SLURM_GPUS_ON_NODE": "2", "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGUSR1,SIGTERM"}).env == {
-        "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGUSR1,SIGTERM"}
+    # the agent hands SIGUSR1 (sbatch --signal=USR1@120) on to the workers, which checkpoint on it:
+    # torchrun's own parser, given the planned environment, handles it
+    monkeypatch.delenv("TORCHELASTIC_SIGNALS_TO_HANDLE", raising=False)
+    for k, v in lp.env.items():
+        monkeypatch.setenv(k, v)
+    from torch.distributed.run import get_args_parser
+
+    args = get_args_parser().parse_args(lp.argv[3:])
+    assert args.signals_to_handle == "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+    assert plan(CMD, {"SLURM_GPUS_ON_NODE": "2", "PET_SIGNALS_TO_HANDLE": "SIGUSR1,SIGTERM"}).env[
+        "PET_SIGNALS_TO_HANDLE"] == "SIGUSR1,SIGTERM"
     assert plan(CMD, {"SLURM_GPUS_ON_NODE": "1"}).env == {}  # direct: the trainer gets the signal itself
 
 
@@ -162,7 +169,8 @@ def test_batch_script_of_a_many_task_job_is_one_process(monkeypatch):
     # (SLURM_STEP_NUM_TASKS) form a process group
     from braing3n.train.distributed import init_distributed
 
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID"):
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID",
+              "MASTER_ADDR"):  # without it the old code raised instead of hanging
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("SLURM_NTASKS", "4")
     di = init_distributed("cpu")

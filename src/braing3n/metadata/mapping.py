@@ -169,9 +169,12 @@ def join_tables(scans: pd.DataFrame, mapping: dict, root: Path, log: IssueLog) -
             continue
         df = read_table(paths, root, spec, na_values)
         file0 = df["__file"].iloc[0] if len(df) else str(paths[0])
-        if not len(df):  # a header-only export: every scan would lose this table's fields quietly
-            log.add("empty_table", "nulled", file=", ".join(str(p) for p in paths), column=f"{name}.*",
-                    detail=f"clinical table {name!r} has a header but no rows; its fields are null")
+        read = set(df["__file"]) if len(df) else set()
+        for p in paths:  # a header-only export: its scans would lose this table's fields quietly
+            rel = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+            if rel not in read:
+                log.add("empty_table", "nulled", file=rel, column=f"{name}.*",
+                        detail=f"clinical table {name!r}: this file has a header but no rows")
         keys = []
         if "join" in spec:
             j = spec["join"]

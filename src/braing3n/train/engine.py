@@ -336,7 +336,8 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None =
     return _release(task, model, ema, cfg, out_dir, di.is_main)
 
 
-# SLURM sends SIGTERM on pre-emption / time limit (SIGUSR1 with --signal=USR1@120): checkpoint, then exit.
+# SLURM sends SIGTERM on pre-emption / time limit (SIGUSR1 with --signal=USR1@120, docs/slurm.md): checkpoint,
+# then exit.
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 

@@ -112,12 +112,15 @@ def plan(cmd: list[str], env: Mapping[str, str], nproc_per_node: int | None = No
     else:
         return LaunchPlan(nnodes, nproc, list(cmd))
     # torchrun's agent forwards only the signals it handles to the workers (default TERM, INT, HUP,
-    # QUIT); without USR1 there, `sbatch --signal=B:USR1@120` would kill the agent and the workers
-    # would die without the checkpoint their SIGUSR1 handler writes
-    handled = env.get("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT")
+    # QUIT); SLURM's `--signal=USR1@120` warning would otherwise kill the agent before the workers
+    # write the checkpoint their SIGUSR1 handler saves. torchrun reads PET_SIGNALS_TO_HANDLE (its
+    # --signals-to-handle) and exports it as TORCHELASTIC_SIGNALS_TO_HANDLE, the name older torch reads.
+    handled = env.get("PET_SIGNALS_TO_HANDLE") or env.get("TORCHELASTIC_SIGNALS_TO_HANDLE") or \
+        "SIGTERM,SIGINT,SIGHUP,SIGQUIT"
     if "SIGUSR1" not in handled.split(","):
         handled += ",SIGUSR1"
-    return LaunchPlan(nnodes, nproc, argv, {"TORCHELASTIC_SIGNALS_TO_HANDLE": handled})
+    return LaunchPlan(nnodes, nproc, argv,
+                      {"PET_SIGNALS_TO_HANDLE": handled, "TORCHELASTIC_SIGNALS_TO_HANDLE": handled})
 
 
 def main(argv: list[str] | None = None) -> int:
