@@ -112,6 +112,16 @@ def test_forecast_from_atlas_space_baseline(models, tmp_path):
     assert row.loc[0, "years"] == 3.0 and row.loc[0, "cond_disease"] == "AD"
 
 
+def test_atlas_space_baseline_may_carry_a_singleton_fourth_axis(tmp_path):
+    vol = np.random.default_rng(0).random((240, 240, 155, 1)).astype(np.float32)
+    path = tmp_path / "b.nii.gz"
+    nib.save(nib.Nifti1Image(vol, AFFINE), str(path))
+    out = fc.load_baseline(path, tmp_path / "work", None)  # atlas space: no preprocessing
+    assert out.shape == (240, 240, 155) and np.array_equal(out, vol[..., 0])
+    nib.save(nib.Nifti1Image(np.repeat(vol, 2, axis=3), AFFINE), str(path))
+    assert not fc.is_atlas_space(nib.load(str(path)))  # two volumes: not a baseline as it stands
+
+
 def test_forecast_refuses_cross_sectional_model(models, tmp_path, capsys):
     args = ["--baseline", str(atlas_paths().t1_brain), "--model-dir", str(models / "dit"), "--tokenizer-dir", "x",
             "--device", "cpu", "--out", str(tmp_path / "g")]

@@ -37,7 +37,8 @@ SCAN_ID = re.compile(r"^(?P<cohort>[A-Za-z0-9]+)_sub-(?P<subject>[A-Za-z0-9]+)_s
 def is_atlas_space(img: nib.Nifti1Image) -> bool:
     from braing3n.atlas import AFFINE, SHAPE
 
-    return tuple(img.shape[:3]) == SHAPE and np.allclose(img.affine, AFFINE, atol=1e-3)
+    return (tuple(img.shape[:3]) == SHAPE and tuple(img.shape[3:]) in ((), (1,))
+            and np.allclose(img.affine, AFFINE, atol=1e-3))
 
 
 def atlas_path_of(scan_id: str, layout: Layout) -> Path:
@@ -75,7 +76,7 @@ def load_baseline(path: Path, work_dir: Path, config: dict | None) -> np.ndarray
         img = nib.load(str(path))
         if not is_atlas_space(img):
             raise ValueError(f"{path}: preprocessing did not produce an SRI24 atlas-space volume")
-    return np.asarray(img.dataobj, dtype=np.float32)
+    return np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3])  # a singleton 4th axis too
 
 
 def preprocess_raw_t1(path: Path, work_dir: Path, config: dict | None) -> Path:
