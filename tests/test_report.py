@@ -163,19 +163,22 @@ def test_guidance_checks_need_significance_not_just_above_chance(tmp_path):
     assert "accuracy 0.55 (n=40, F:20 M:20) - the judge itself is not above chance" in sex
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation, issue #7 (training budget, not a pipeline fault): 6 of 7 "
-                   "checks pass; the demo's tiny MAE, 1,000 CPU steps, does not beat its untrained twin at p < 0.05/3 "
-                   "(make demo 2026-11-28: CDR-SB r 0.75 vs 0.61, p = 0.078; age 0.78 vs 0.75; sex 1.00 both; with "
-                   "2x the subjects CDR-SB 0.54 vs 0.58). A GPU-trained MAE is the fix to try: `make demo "
-                   "OVERLAY=config/demo_gpu.yaml` writes its own report (docs/evaluate.md#honest-check-demo). Strict: "
-                   "a passing demo must drop this")
 def test_demo_run_recovers_the_known_effects():
-    """On `make demo` output (skipped when absent): the honest check of the report passes."""
+    """On `make demo` output (skipped when absent): every row of the honest check passes except,
+    possibly, "MAE beats its untrained twin": on the CPU demo that row moves with the training run
+    (14 subjects, make demo on 2026-11-28: CDR-SB win at p = 0.004, tie at p = 0.078, win at
+    p = 0.008 on three runs; a tie with 28 subjects), so it is read, not asserted, here. The
+    demo-sized chain of tests/test_demo_learning.py keeps it as a strict expected failure, issue #7
+    (docs/evaluate.md#honest-check-demo)."""
     path = REPO / "results" / "demo" / "report" / "honest_check.csv"
     if not path.exists():
         pytest.skip(f"{path} absent: run `make demo` first")
     check = read_table(path)[0]
-    assert len(check) >= 2 and check["passed"].all(), check.to_string()
+    win = check["check"].str.startswith("mae beats")
+    assert len(check) == 7 and win.sum() == 1, check.to_string()
+    assert check.loc[~win, "passed"].all(), check.to_string()
+    row = check[win].iloc[0]  # the row says what it found either way, and agrees with itself
+    assert (": win p=" in row["detail"]) == bool(row["passed"]) == (row["value"] >= 1), row["detail"]
 
 
 def test_honest_check_reads_grid_features_only_when_both_encoders_have_them():
