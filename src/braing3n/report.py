@@ -184,10 +184,14 @@ def _img(path: Path, title: str) -> str:
             f"<figcaption>{html.escape(title)}</figcaption></figure>")
 
 
+def _prov_text(prov: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in prov.items() if k != "packages")
+
+
 def _table_html(name: str, df: pd.DataFrame, prov: dict, max_rows: int, rel: str) -> str:
     shown = df.head(max_rows)
     more = f"<p>showing {max_rows} of {len(df)} rows</p>" if len(df) > max_rows else ""
-    prov_txt = ", ".join(f"{k}={v}" for k, v in prov.items() if k != "packages")
+    prov_txt = _prov_text(prov)
     return (f'<h3 id="{html.escape(name)}">{html.escape(name)}</h3>'
             f"{shown.to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}', border=0)}{more}"
             f'<p class="prov">files: <a href="{rel}/{name}.csv">{name}.csv</a> · '
@@ -216,7 +220,7 @@ def build_report(config: dict, out: str | Path) -> Path:
     check_prov = provenance(config, seed=config.get("seed"), checks=len(check))
     write_table(check, out.parent / "honest_check.csv", check_prov)
     if len(check):
-        prov_txt = ", ".join(f"{k}={v}" for k, v in check_prov.items() if k != "packages")
+        prov_txt = _prov_text(check_prov)
         parts.append("<h2>Honest check (known phantom effects)</h2>" + check.to_html(index=False, border=0)
                      + f'<p class="prov">files: honest_check.csv · honest_check.md<br>provenance: '
                      f"{html.escape(prov_txt)}</p>")

@@ -219,9 +219,9 @@ class FieldBuilder:
             return out
         subject = self.wide["subject_id"]
         session_known = out.notna().groupby([subject, self.wide["session_raw"]], dropna=False).any()
-        per_subject = session_known.groupby(level=0)
+        some, every = session_known.groupby(level=0).any(), session_known.groupby(level=0).all()
         # a subject with no known value at all has nothing to shift: only partly known ones are unsure
-        unsure = set(per_subject.any().index[per_subject.any() & ~per_subject.all()])
+        unsure = set(some.index[some & ~every])
         gaps = session_known[~session_known].reset_index()
         first_row = pd.Series(self.wide.index, index=self.wide.index).groupby(subject).first()
         for subj, sessions in gaps[gaps["subject_id"].isin(unsure)].groupby("subject_id")["session_raw"]:
