@@ -157,6 +157,42 @@ def test_ddp_two_ranks_gloo(tmp_path):
     assert (tmp_path / "final.safetensors").exists()
 
 
+class RngProbeTask(ToyTask):
+    """Records the first random draw each rank makes after (re)starting."""
+
+    def __init__(self, out: str):
+        super().__init__()
+        self.out, self.done = out, False
+
+    def loss(self, model, batch, device):
+        if not self.done:
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            Path(self.out, f"draw_rank{rank}.txt").write_text(repr(float(torch.rand(1))))
+            self.done = True
+        return super().loss(model, batch, device)
+
+
+def _resume_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    fit(RngProbeTask(out), cfg(steps=4, ckpt_every=2), out)
+    torch.distributed.destroy_process_group()
+
+
+def test_resume_on_more_ranks_gives_each_new_rank_its_own_stream(tmp_path):
+    """A one-process checkpoint resumed by two ranks: rank 1 must not replay rank 0's masks/noise."""
+    fit(ToyTask(), cfg(steps=4, ckpt_every=2), tmp_path, stop_at=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_resume_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    draws = [float((tmp_path / f"draw_rank{r}.txt").read_text()) for r in (0, 1)]
+    assert draws[0] != draws[1]
+    state = ck.load_latest(tmp_path / "checkpoints")
+    assert state["step"] == 4 and len(state["rng"]) == 2
+
+
 class SignalledTask(ToyTask):
     """Sends itself SIGTERM (what SLURM does on pre-emption) during step ``at``."""
 

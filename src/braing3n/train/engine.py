@@ -244,10 +244,17 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None =
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         rngs = state["rng"]
-        ck.set_rng_state(rngs[di.rank] if di.rank < len(rngs) else rngs[0])
         start = int(state["step"])
+        if di.rank < len(rngs):
+            ck.set_rng_state(rngs[di.rank])
+        else:  # a rank the checkpointed run did not have: its own stream, not a copy of rank 0's masks/noise
+            _seed_all((cfg.seed * 1000 + di.rank) * 1_000_003 + start)
         if di.is_main:
             print(f"engine: {task.name}: resumed from step {start} ({ckpt_dir})", file=sys.stderr)
+            if len(rngs) != di.world:
+                print(f"engine: {task.name}: the checkpoint ran on {len(rngs)} process(es), this job on {di.world}: "
+                      f"the global batch changes from {cfg.batch_size * len(rngs)} to {cfg.batch_size * di.world} "
+                      "volumes per micro-step and the run no longer equals an uninterrupted one", file=sys.stderr)
 
     run_model: torch.nn.Module = model
     if di.world > 1:
