@@ -55,3 +55,27 @@ def test_memorisation_flags_an_exact_copy_only():
     # all generated samples copied from training -> clearly closer than held-out scans
     _, s2 = memorisation(train[:20] + 1e-3, train, heldout, ids)
     assert s2["fraction_near_copies"] == 1.0 and s2["p_generated_closer"] < 1e-6
+
+
+def test_fid_interval_holds_its_point_and_resamples_subjects():
+    # two sets from one distribution, few samples in many dims: every plain percentile draw lies above
+    # the point (duplicated rows shrink the covariance); the interval must still hold the point
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        a, b = rng.normal(size=(16, 16)), rng.normal(size=(8, 16))
+        point, lo, hi = fid_with_ci(a, b, n_boot=100, seed=seed)
+        assert 0 <= lo <= point <= hi, (seed, point, lo, hi)
+    # 12 subjects with 3 near-identical scans each: the subject is the unit, so the interval is wider
+    # than one that treats the 36 scans as independent
+    rng = np.random.default_rng(7)
+    subj = np.repeat(np.arange(12), 3)
+    real = rng.normal(size=(12, 4))[subj] + rng.normal(0, 0.05, (36, 4))
+    gen = rng.normal(size=(400, 4)) + 1.0  # many samples: the real set's resampling dominates the spread
+    _, lo_scan, hi_scan = fid_with_ci(gen, real, n_boot=200, seed=0)
+    _, lo_subj, hi_subj = fid_with_ci(gen, real, n_boot=200, seed=0, groups_b=subj)
+    assert hi_subj - lo_subj > 1.3 * (hi_scan - lo_scan)
+    # reconstruction vs real: the same scans, drawn together - a perfect reconstruction has [0, 0]
+    point, lo, hi = fid_with_ci(real, real.copy(), n_boot=50, seed=0, groups_a=subj, paired=True)
+    assert point == pytest.approx(0, abs=1e-6) and hi == pytest.approx(0, abs=1e-6)
+    _, _, hi_unpaired = fid_with_ci(real, real.copy(), n_boot=50, seed=0, groups_a=subj, groups_b=subj)
+    assert hi_unpaired > 0.05

@@ -46,7 +46,7 @@ def tree(tmp_path_factory):
             rows.append({"cohort": "c1", "subject_id": f"s{i}", "session_id": ses, "scan_id": f"c1_s{i}_{ses}_T1",
                          "modality": "T1", "sex": "FM"[i % 2], "age": 40.0 + 4 * i + years,
                          "diagnosis": ["HC", "AD"][i % 2], "idh1": None, "site": "a",
-                         "split": "train" if i < 6 else "test"})
+                         "split": "train" if i < 6 and i != 3 else "test"})  # s3: a held-out longitudinal pair
     man = pd.DataFrame(rows)
     (root / "metadata").mkdir(parents=True)
     man.to_parquet(root / "metadata" / "manifest.parquet", index=False)
@@ -138,7 +138,7 @@ def test_guidance_fid_memorisation_report(tree):
     assert _eval(tmp, "memorisation", "--samples", str(samples), "--out", str(t / "memorisation.csv"),
                  "--per-sample", str(t / "memorisation_samples.csv")) == 0
     mem = _table(t / "memorisation.csv")
-    assert mem.loc[0, "n_generated"] == 12 and mem.loc[0, "n_train"] == 10 and mem.loc[0, "n_heldout"] == 2
+    assert mem.loc[0, "n_generated"] == 12 and mem.loc[0, "n_train"] == 8 and mem.loc[0, "n_heldout"] == 4
     assert report_main(["--configfile", str(tmp / "cfg.yaml")]) == 0
     page = (root / "report" / "index.html").read_text()
     assert "Decomposed 3D-FID" in page and "Guidance sweep" in page and page.count("data:image/png") >= 2
@@ -155,6 +155,15 @@ def test_guidance_fixed_conditions_restrict_the_probe_to_matching_real_scans(tre
     assert evaluate_main(args) == 0
     g = _table(out)
     assert g.loc[g.cfg_scale.astype(str) == "real", "n"].iloc[0] == 6  # the 6 scans of the 4 women (s0, s2, s4, s6)
+    # FID compares those samples with real scans that share the held value: the age-40 arm (+-10 y)
+    # holds the women's 4 scans aged 40-50 (s0 40, 42; s2 48, 50), not the men's 44-54 ones too
+    cfg["evaluate"]["fid"]["max_real"] = 50
+    (tmp / "fixed.yaml").write_text(yaml.safe_dump(cfg))
+    fid_out = root / "tables" / "fid_fixed.csv"
+    assert evaluate_main(["fid", "--configfile", str(tmp / "fixed.yaml"), "--samples", str(tmp / "g.npz"),
+                          "--out", str(fid_out)]) == 0
+    fid = _table(fid_out).set_index(["arm", "comparison"])
+    assert fid.loc[("age=40", "generated vs real"), "n_b"] == 4 and (fid["fixed"] == "sex=F").all()
     cfg["evaluate"]["guidance"]["fixed"] = {"idh": "mutant"}
     (tmp / "fixed.yaml").write_text(yaml.safe_dump(cfg))
     capsys.readouterr()
@@ -173,11 +182,15 @@ def test_longitudinal_stage(tree):
     t = root / "tables"
     assert _eval(tmp, "longitudinal", "--out", str(t / "longitudinal.csv"),
                  "--per-pair", str(t / "longitudinal_pairs.csv")) == 0
-    summary = _table(t / "longitudinal.csv")
-    assert summary.loc[0, "n_pairs"] == 2
-    assert 0 <= summary.loc[0, "change_fraction_csf_ventricles"] <= 1
+    summary = _table(t / "longitudinal.csv").set_index("pairs")
+    # max_pairs = 2 of 4 pairs: the held-out one (s3, test split) first, then a pair dit_long trained on
+    held, fitted = summary.loc["held-out"], summary.loc["in-sample (dit_long trained on them)"]
+    assert held["n_pairs"] == 1 and fitted["n_pairs"] == 1
+    assert 0 <= fitted["change_fraction_csf_ventricles"] <= 1
+    assert summary["age_probe_trained_on"].eq("subjects outside the pairs").all()  # s4..s7 have ages
     per_pair = _table(t / "longitudinal_pairs.csv")
-    assert len(per_pair) == 2 and (per_pair["latent_mae"] > 0).all() and (per_pair["voxel_l1"] > 0).all()
+    assert per_pair["subject_id"].tolist() == ["s3", "s0"] and per_pair["split"].tolist() == ["test", "train"]
+    assert (per_pair["latent_mae"] > 0).all() and (per_pair["voxel_l1"] > 0).all()
 
 
 def test_tokenizer_comparison_with_a_trained_aekl(tree):

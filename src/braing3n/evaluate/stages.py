@@ -275,11 +275,17 @@ def run_fid(config: dict, samples_path: str, out_table: str) -> None:
     real = real[real["scan_id"].isin(set(index["scan_id"]))].reset_index(drop=True)
     store = VolumeDataset(index.set_index("scan_id").loc[real["scan_id"]].reset_index())
     columns = {**CATEGORICAL_COLUMNS, **CONTINUOUS_COLUMNS}
+    # the samples were generated with evaluate.guidance.fixed held (e.g. modality T1): an arm's real
+    # scans must share those values, or every distance also measures the held condition's difference
+    fixed = dict(config["evaluate"]["guidance"].get("fixed") or {})
+    held = np.ones(len(real), bool)
+    for name, value in fixed.items():
+        held &= _arm_mask(real, columns[name], value, f["age_halfwidth"])
     rng = np.random.default_rng(config["seed"])
     feats: dict[str, dict[str, np.ndarray]] = {}
     for (name, value), grp in samples.groupby(["condition", "value"], sort=True):
         arm = f"{name}={value}"
-        idx = np.flatnonzero(_arm_mask(real, columns[name], value, f["age_halfwidth"]))
+        idx = np.flatnonzero(_arm_mask(real, columns[name], value, f["age_halfwidth"]) & held)
         if len(idx) > f["max_real"]:
             idx = np.sort(rng.choice(idx, f["max_real"], replace=False))
         real_f, recon_f = [], []
@@ -291,8 +297,10 @@ def run_fid(config: dict, samples_path: str, out_table: str) -> None:
         gen_f = [features(tok.decode(torch.from_numpy(gen_lat[j][None]))) for j in grp.index]
         feats[arm] = {k: np.concatenate(v) for k, v in
                       (("real", real_f), ("reconstruction", recon_f), ("generated", gen_f)) if v}
+        feats[arm]["subject"] = real.loc[idx, "subject_id"].astype(str).to_numpy()  # bootstrap unit
     table = decomposed_fid(feats, extractor, f["n_boot"], config["seed"])
     table.insert(1, "cfg_scale", float(f["cfg_scale"]))
+    table.insert(2, "fixed", ", ".join(f"{k}={v}" for k, v in sorted(fixed.items())))
     write_table(table, out_table, provenance(config, seed=config["seed"], arms=len(feats),
                                              generated=len(samples)))
 
@@ -320,6 +328,9 @@ def run_memorisation(config: dict, samples_path: str, out_table: str, out_sample
 
 # --- longitudinal ---------------------------------------------------------------------------------------
 
+HELD_OUT, IN_SAMPLE = "held-out", "in-sample (dit_long trained on them)"
+
+
 def run_longitudinal(config: dict, out_table: str, out_pairs_table: str) -> None:
     from braing3n.data.geometry import crop_to_model
     from braing3n.evaluate import longitudinal as lg
@@ -335,8 +346,14 @@ def run_longitudinal(config: dict, out_table: str, out_pairs_table: str) -> None
     real, lat = real_latents(config)
     pairs_set = join_pairs(pd.read_parquet(lay.pairs), real, real["scan_id"].to_numpy(), lat, splits=None,
                            source=lay.pairs)
-    pairs = pairs_set.rows
-    n = min(len(pairs), lo["max_pairs"])
+    # dit_long learnt from the pairs whose baseline is in its train_splits: those are scored apart,
+    # as in-sample, and held-out pairs first (max_pairs keeps them before any training pair)
+    fitted = set(config["train"].get("dit_long", {}).get("train_splits", ["train"]))
+    group = np.where(pairs_set.rows["split"].astype(str).isin(fitted), IN_SAMPLE, HELD_OUT)
+    order = np.argsort(group != HELD_OUT, kind="stable")[:lo["max_pairs"]]
+    pairs, group = pairs_set.rows.iloc[order].reset_index(drop=True), group[order]
+    base_all, foll_all = pairs_set.baseline[order], pairs_set.followup[order]
+    n = len(pairs)
     names = {"disease": "diagnosis", "sex": "sex", "modality": "modality", "age": "age", "years": "years"}
     forecasts = []
     for i in range(n):
@@ -345,35 +362,45 @@ def run_longitudinal(config: dict, out_table: str, out_pairs_table: str) -> None
         # a value the model never saw in training is passed as unknown rather than failing the pair
         conds = {k: v for k, v in conds.items()
                  if k not in gen.vocab.categorical or str(v).strip() in gen.vocab.categorical[k]}
-        ctx = torch.from_numpy(pairs_set.baseline[i][None])
+        ctx = torch.from_numpy(base_all[i][None])
         forecasts.append(sample_latents(gen, conds, 1, cfg_scale=lo["cfg_scale"], steps=lo["steps"],
                                         solver=ev["guidance"]["solver"], seed=config["seed"] + i,
                                         context=ctx).numpy()[0])
-    fc, base, foll = np.stack(forecasts), pairs_set.baseline[:n], pairs_set.followup[:n]
-    table = pd.concat([pairs[["subject_id", "scan_id", "followup_scan_id", "years"]].iloc[:n].reset_index(drop=True),
+    fc, base, foll = np.stack(forecasts), base_all, foll_all
+    table = pd.concat([pairs[["subject_id", "scan_id", "followup_scan_id", "split", "years"]],
                        lg.latent_errors(fc, foll, base)], axis=1)
-    # age probe trained on real latents of subjects outside the evaluated pairs
+    table.insert(4, "pairs", group)
+    # age probe trained on real latents of subjects outside the evaluated pairs; with too few of
+    # them (a tiny cohort where everyone is longitudinal) the probe is in-sample, and the table says so
     pool = ev["guidance"]["latent_pool"]
     feats = guidance.latent_features(lat, pool)
-    train = (~real["subject_id"].isin(set(pairs["subject_id"].iloc[:n])) & real["age"].notna()).to_numpy()
+    train = (~real["subject_id"].isin(set(pairs["subject_id"])) & real["age"].notna()).to_numpy()
+    probe_on = "subjects outside the pairs"
     if train.sum() < 6:
-        train = real["age"].notna().to_numpy()  # tiny demo: every subject is longitudinal
+        train = real["age"].notna().to_numpy()
+        probe_on = "all subjects, the pairs' own included (fewer than 6 others have an age)"
     q = guidance.latent_features(np.concatenate([base, fc]), pool)
     pred, _ = guidance.fit_condition_probe(feats[train], real.loc[train, "age"].to_numpy(float),
                                            real.loc[train, "subject_id"].to_numpy(), "regression", q, config["seed"])
     table["pred_age_baseline"], table["pred_age_forecast"] = pred[:n], pred[n:]
-    summary = {"n_pairs": n, **lg.age_progression(table["years"].to_numpy(), pred[:n], pred[n:])}
     labels, vent = crop_to_model(load_tissues()), crop_to_model(load_ventricles())
     decode = lambda z: tok.decode(torch.from_numpy(z)).cpu().numpy()[:, 0]  # noqa: E731
-    vox, change = [], np.zeros(labels.shape)
+    vox, change = [], {HELD_OUT: np.zeros(labels.shape), IN_SAMPLE: np.zeros(labels.shape)}
     for i in range(n):
         vb, vf, vy = decode(base[i:i + 1]), decode(fc[i:i + 1]), decode(foll[i:i + 1])
         vox.append(lg.voxel_errors(vf, vy, vb, np.isin(labels, lg.BRAIN_LABELS)))
-        change += np.abs(vf[0] - vb[0])
+        change[group[i]] += np.abs(vf[0] - vb[0])
     table = pd.concat([table, pd.concat(vox, ignore_index=True)], axis=1)
-    summary.update(lg.change_localisation(change, np.zeros_like(change), labels, vent))
-    for col in ("latent_mae", "latent_mae_no_change", "voxel_l1", "voxel_l1_no_change"):
-        summary[f"mean_{col}"] = float(table[col].mean())
-    prov = provenance(config, seed=config["seed"], pairs=n)
-    write_table(pd.DataFrame([summary]), out_table, prov)
+    rows = []
+    for name in (HELD_OUT, IN_SAMPLE):
+        sel = table["pairs"] == name
+        age = lg.age_progression(table.loc[sel, "years"].to_numpy(), table.loc[sel, "pred_age_baseline"].to_numpy(),
+                                 table.loc[sel, "pred_age_forecast"].to_numpy())
+        summary = {"pairs": name, **age, "n_pairs": int(sel.sum()), "age_probe_trained_on": probe_on}
+        summary.update(lg.change_localisation(change[name], np.zeros(labels.shape), labels, vent))
+        for col in ("latent_mae", "latent_mae_no_change", "voxel_l1", "voxel_l1_no_change"):
+            summary[f"mean_{col}"] = float(table.loc[sel, col].mean()) if sel.any() else np.nan
+        rows.append(summary)
+    prov = provenance(config, seed=config["seed"], pairs=n, held_out_pairs=int((group == HELD_OUT).sum()))
+    write_table(pd.DataFrame(rows), out_table, prov)
     write_table(table, out_pairs_table, prov, markdown=False)
