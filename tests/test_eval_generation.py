@@ -83,15 +83,34 @@ def test_longitudinal_metrics_known_answers():
     assert prog["age_change_pearson_r"] == pytest.approx(1.0) and prog["age_change_slope"] == pytest.approx(0.8)
 
 
-def test_recon_metrics_known_values():
-    from braing3n.evaluate.tokcompare import recon_metrics
+def test_reconstruction_metrics_known_values_inside_the_brain():
+    from braing3n.tokenizer.reconstruct import reconstruction_metrics
 
     rng = np.random.default_rng(0)
-    vol = rng.uniform(0, 1, (24, 24, 24))
-    mask = np.ones(vol.shape, bool)
-    same = recon_metrics(vol, vol.copy(), mask)
+    vol = np.zeros((48, 48, 48))
+    vol[10:38, 10:38, 10:38] = rng.uniform(0.5, 1.5, (28, 28, 28))  # ~20% brain, z-score-like, 0 outside
+    same = reconstruction_metrics(vol, vol.copy())
     assert same["l1"] == 0 and same["psnr"] == np.inf and same["ssim"] == pytest.approx(1.0)
-    off = recon_metrics(vol, vol + 0.1, mask)
-    rng_ = vol.max() - vol.min()
-    assert off["l1"] == pytest.approx(0.1) and off["psnr"] == pytest.approx(10 * np.log10(rng_**2 / 0.01))
-    assert recon_metrics(vol, rng.uniform(0, 1, vol.shape), mask)["ssim"] < 0.2
+    off = reconstruction_metrics(vol, np.where(vol != 0, vol + 0.1, 0.0))
+    span = vol[vol != 0].max() - vol[vol != 0].min()
+    assert off["l1"] == pytest.approx(0.1) and off["psnr"] == pytest.approx(10 * np.log10(span**2 / 0.01))
+    assert off["l1_volume"] == pytest.approx(0.1 * (vol != 0).mean())
+    # a blank output gets nothing for the background it "reconstructs" (whole-volume SSIM: ~0.8)
+    blank = reconstruction_metrics(vol, np.zeros_like(vol))
+    assert blank["ssim"] < 0.05 and blank["l1"] == pytest.approx(np.abs(vol[vol != 0]).mean())
+    assert reconstruction_metrics(vol, rng.uniform(0, 1.5, vol.shape))["ssim"] < 0.2
+    assert np.isnan(reconstruction_metrics(np.zeros_like(vol), vol)["psnr"])  # no brain: NaN, not inf
+
+
+def test_eval_scans_are_spread_over_cohorts_and_subjects():
+    from braing3n.tokenizer.reconstruct import pick_eval_scans
+
+    rows = [{"scan_id": f"a_s{i}_{m}", "cohort": "a", "subject_id": f"a:{i}"} for i in range(3) for m in ("T1", "T2")]
+    rows += [{"scan_id": f"b_s{i}_T1", "cohort": "b", "subject_id": f"b:{i}"} for i in range(5)]
+    index = pd.DataFrame(rows)
+    picked = pick_eval_scans(index, 4, seed=0)
+    assert len(picked) == 4 and picked["subject_id"].is_unique
+    assert picked["cohort"].value_counts().to_dict() == {"a": 2, "b": 2}
+    assert picked["scan_id"].is_monotonic_increasing and picked.equals(pick_eval_scans(index, 4, seed=0))
+    assert len(pick_eval_scans(index, 8, seed=1)["subject_id"].unique()) == 8  # every subject before a 2nd scan
+    assert len(pick_eval_scans(index, 50, seed=0)) == len(index)

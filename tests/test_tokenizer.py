@@ -74,9 +74,10 @@ def test_reconstruction_nifti_overlays_input(trained, tmp_path):
     tok = load_tokenizer(root / "results" / "models" / "decoder", "cpu")
     index = read_index([root / "results" / "store" / "phantom" / "index.parquet"]).head(1)
     table = reconstruct(tok, index, tmp_path, n_nifti=1)
-    assert list(table.columns) == ["scan_id", "cohort", "l1", "l1_brain", "psnr", "ssim"]
+    assert list(table.columns) == ["scan_id", "cohort", "l1", "psnr", "ssim", "l1_volume"]
     row = table.iloc[0]
     assert 0 < row.l1 < 5 and np.isfinite(row.psnr) and -1 <= row.ssim <= 1
+    assert row.l1_volume < row.l1  # the background (0 in, ~0 out) dilutes the whole-volume L1
     sid = index.scan_id[0]
     src = nib.load(index.source[0])
     for kind in ("input", "recon"):

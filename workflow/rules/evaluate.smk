@@ -255,6 +255,7 @@ rule tokenizers:
     params:
         aekl=[f"{R}/models/aekl_{k}" for k in EV_BOTTLENECKS],
         settings=_ev_settings("tokenizers", "n_splits", "n_boot", "guidance.latent_pool"),
+        eval_split=config["train"].get("decoder", {}).get("eval_split", "test"),  # the scans reconstruct scores
     threads: 4
     resources:
         gpu=1,

@@ -1,9 +1,10 @@
 """MAE tokenizer vs AutoencoderKL at several bottleneck sizes, one table.
 
 Per tokenizer: bottleneck (numbers per position, positions), reconstruction L1 / PSNR / SSIM inside
-the brain on held-out scans, and linear probes (``evaluate.tokenizers.tasks``, default IDH1 and
-tumour grade) on the latent grid pooled exactly as the guidance probes (both latents are
-10x12x10 x C grids, so the same pooling applies).
+the brain (``reconstruction_metrics``, as in reconstruction.csv) on the same held-out scans, and
+linear probes (``evaluate.tokenizers.tasks``, default IDH1 and tumour grade) on the latent grid
+pooled exactly as the guidance probes (both latents are 10x12x10 x C grids, so the same pooling
+applies).
 """
 
 from __future__ import annotations
@@ -11,20 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from skimage.metrics import structural_similarity
 
 from braing3n.evaluate import guidance, tasks
 from braing3n.evaluate.probes import run_probe
-
-
-def recon_metrics(vol: np.ndarray, recon: np.ndarray, mask: np.ndarray) -> dict:
-    """L1 and PSNR inside ``mask``; SSIM over the volume (data range of the brain voxels)."""
-    v, r, m = np.asarray(vol, np.float64), np.asarray(recon, np.float64), np.asarray(mask, bool)
-    rng = float(v[m].max() - v[m].min()) if m.any() else 1.0
-    mse = float(((v[m] - r[m]) ** 2).mean()) if m.any() else np.nan
-    psnr = 10 * np.log10(rng**2 / mse) if mse and mse > 0 else np.inf
-    ssim = float(structural_similarity(v, r, data_range=rng if rng > 0 else 1.0))
-    return {"l1": float(np.abs(v[m] - r[m]).mean()), "psnr": float(psnr), "ssim": ssim}
+from braing3n.tokenizer.reconstruct import pick_eval_scans, reconstruction_metrics
 
 
 def probe_columns(manifest: pd.DataFrame, scan_ids: np.ndarray, feats: np.ndarray, panel: list, seed: int,
@@ -64,9 +55,15 @@ def run_tokenizers(config: dict, aekl_dirs: list[str], out: str) -> None:
     pool = ev["guidance"]["latent_pool"]
     index = read_index([layout(config).store_index(c) for c in cohorts(config)])
     index = index[index["scan_id"].isin(set(manifest["scan_id"]))].sort_values("scan_id").reset_index(drop=True)
+    # the scans reconstruction.csv scores (train.decoder.eval_split), picked the same way
     split = index["scan_id"].map(manifest.set_index("scan_id")["split"]).astype(str)
-    held = index[split.isin(["test", "val"]).to_numpy()]
-    recon_rows = (held if len(held) else index).iloc[: tc["max_scans"]].reset_index(drop=True)
+    eval_split = config["train"]["decoder"]["eval_split"]
+    held = index[(split == eval_split).to_numpy()]
+    if not len(held):
+        raise ValueError(f"evaluate tokenizers: no store scan is in split {eval_split!r} (train.decoder.eval_split)")
+    who = manifest.set_index("scan_id")[["cohort", "subject_id"]]
+    recon_rows = pick_eval_scans(held.drop(columns=["cohort", "subject_id"], errors="ignore").join(who, on="scan_id"),
+                                 tc["max_scans"], seed)
     recon_set = VolumeDataset(recon_rows)
     # probes only need the scans of the probed tasks
     wanted = set()
@@ -81,7 +78,7 @@ def run_tokenizers(config: dict, aekl_dirs: list[str], out: str) -> None:
             vol = zscore(recon_set[i][None])
             rec = decode(encode(vol))
             v, r = vol[0, 0].numpy(), rec[0, 0].float().cpu().numpy()
-            metrics.append(recon_metrics(v, r, v != 0))
+            metrics.append(reconstruction_metrics(v, r))
         return {k: float(np.mean([m[k] for m in metrics])) for k in ("l1", "psnr", "ssim")} if metrics else {}
 
     rows = []
