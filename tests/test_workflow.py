@@ -70,11 +70,28 @@ def test_cross_key_rules_stop_snakemake_before_the_dag(tmp_path):
 
 def test_gpu_overlay_reaches_every_rule(tmp_path):
     # Snakemake merges the two --configfile documents as load_configs does: the config copy every rule's
-    # CLI call reads (results/.braing3n/config.yaml) holds the overlay (tests/test_config.py checks its keys)
+    # CLI call reads (results/.braing3n/config-<hash>.yaml) holds the overlay (tests/test_config.py checks its keys)
     from braing3n.config import load_config
 
-    text = _dry_run(tmp_path, configfiles=("config/demo.yaml", "config/demo_gpu.yaml"))
+    text = _dry_run(tmp_path, "-p", configfiles=("config/demo.yaml", "config/demo_gpu.yaml"))
     assert "train_mae" in text
-    seen = load_config(tmp_path / "results" / ".braing3n" / "config.yaml")
+    (path,) = (tmp_path / "results" / ".braing3n").glob("config-*.yaml")
+    assert f"--configfile {path}" in text  # the file the jobs' command lines name
+    seen = load_config(path)
     assert (seen["device"], seen["train"]["mae"]["preset"], seen["train"]["engine"]["bf16"]) == ("cuda", "vitb", True)
     assert seen["cohorts"] == load_config(REPO / "config" / "demo.yaml")["cohorts"]
+
+
+def test_a_dry_run_with_another_config_leaves_the_running_configs_file_alone(tmp_path):
+    """Jobs of a running workflow read its config file; a preview with an edited config must not
+    rewrite it (it used to: every parse overwrote results/.braing3n/config.yaml)."""
+    import yaml
+
+    _dry_run(tmp_path)
+    (running,) = (tmp_path / "results" / ".braing3n").glob("config-*.yaml")
+    before = running.read_bytes()
+    (tmp_path / "solver.yaml").write_text(yaml.safe_dump({"generate": {"solver": "euler"}}))
+    _dry_run(tmp_path, configfiles=("config/demo.yaml", str(tmp_path / "solver.yaml")))
+    files = sorted((tmp_path / "results" / ".braing3n").glob("config-*.yaml"))
+    assert len(files) == 2 and running.read_bytes() == before
+    assert [yaml.safe_load(f.read_text())["generate"]["solver"] for f in files if f != running] == ["euler"]

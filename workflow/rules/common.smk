@@ -33,20 +33,20 @@ LAUNCH = f"{PYTHON} -m braing3n.train.launch --"
 
 def _effective_config_file():
     """The validated config as Snakemake sees it (config files merged, --config overrides applied,
-    defaults filled), written under the results root only when it changed, so every CLI call
-    sees exactly what the DAG was built from without touching file times on an unchanged rerun."""
-    path = os.path.join(R, ".braing3n", "config.yaml")
+    defaults filled) in a file named by its content hash, written once and never overwritten: a
+    dry run or `--report` with another config writes its own file instead of changing the one
+    that running or grouped jobs of this config read. An unchanged rerun finds the file as is."""
+    import hashlib
+
     text = yaml.safe_dump(config, sort_keys=True)
-    try:
-        with open(path) as fh:
-            if fh.read() == text:
-                return path
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as fh:
-        fh.write(text)
-    os.replace(path + ".tmp", path)
+    name = f"config-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    path = os.path.join(R, ".braing3n", name)
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
     return path
 
 
