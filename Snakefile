@@ -20,11 +20,16 @@ gc.set_threshold(50_000, 20, 20)
 
 # config/config.yaml is the default only: a --configfile replaces it (Snakemake's `configfile:`
 # directive would merge the two, leaking the template's cohorts into e.g. the demo).
+# `--config key=value` overrides are already in `config` then, and must win over the template.
 if not workflow.configfiles:
     import yaml
+    from snakemake.utils import update_config
 
     with open("config/config.yaml") as _fh:
-        config.update(yaml.safe_load(_fh))
+        _template = yaml.safe_load(_fh)
+    update_config(_template, config)
+    config.clear()
+    config.update(_template)
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -156,3 +156,28 @@ def test_an_evaluate_setting_reruns_only_the_stages_that_read_it(done):
     rules = edit("pool", guidance__latent_pool=1)
     assert {"guidance", "memorisation", "longitudinal", "tokenizers"} <= rules, sorted(rules)
     assert not rules & (models | {"probes", "compare_encoders"}), sorted(rules)
+
+
+def test_speed_only_settings_rerun_nothing_and_each_setting_reruns_its_readers(done):
+    root, config, _ = done
+
+    def edit(name: str, changes: dict) -> set:
+        changed = yaml.safe_load(yaml.safe_dump(config))
+        for dotted, value in changes.items():
+            *path, key = dotted.split(".")
+            node = changed
+            for k in path:
+                node = node.setdefault(k, {})
+            node[key] = value
+        return {r["rule"] for r in pending(root / "wd", _write(changed, root / f"{name}.yaml"))}
+
+    # how fast and where jobs run: not what they compute (it used to rerun every session or model)
+    speed = {"train.engine.num_workers": 3, "train.engine.log_every": 7, "train.mae.ckpt_every": 11,
+             "preprocess.threads": 3, "preprocess.hdbet.device": "cpu", "store.workers": 3, "evaluate.batch_size": 3}
+    assert edit("speed", speed) == set()
+    # the QC flag threshold is read by the QC table, not by the per-session jobs
+    rules = edit("robust_z", {"preprocess.robust_z": 2.5})
+    assert "qc_table" in rules and "preprocess_session" not in rules, sorted(rules)
+    # the ODE solver is read by every sampling job, the forecast included
+    rules = edit("solver", {"generate.solver": "euler"})
+    assert {"generate_arm", "forecast_demo"} <= rules, sorted(rules)

@@ -95,3 +95,15 @@ def test_a_dry_run_with_another_config_leaves_the_running_configs_file_alone(tmp
     files = sorted((tmp_path / "results" / ".braing3n").glob("config-*.yaml"))
     assert len(files) == 2 and running.read_bytes() == before
     assert [yaml.safe_load(f.read_text())["generate"]["solver"] for f in files if f != running] == ["euler"]
+
+
+def test_command_line_overrides_win_over_the_default_config(tmp_path):
+    """Without --configfile the template is the config, and `--config` overrides still apply."""
+    import yaml
+
+    subprocess.run([SNAKEMAKE, "all", "-n", "--cores", "1", "--directory", str(REPO),
+                    "--config", f"results={tmp_path}/results", "seed=7"],
+                   cwd=REPO, capture_output=True, text=True, timeout=300)
+    (path,) = (tmp_path / "results" / ".braing3n").glob("config-*.yaml")
+    seen = yaml.safe_load(path.read_text())
+    assert seen["seed"] == 7 and "IXI" in seen["cohorts"]  # the template's cohorts, the override's seed

@@ -16,6 +16,15 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+# Settings that change how fast or where a job runs, not what it computes. A training checkpoint
+# may be resumed under other values of the train keys (train.engine.run_key leaves them out), and
+# the workflow's params rerun trigger leaves them all out (workflow/rules/common.smk), so editing
+# one reruns nothing. (Thread counts and bf16 move the last digits of a float result; a rerun
+# would not make the old result wrong.)
+SPEED_ONLY_TRAIN_KEYS = ("device", "bf16", "compile", "num_workers", "ckpt_every", "log_every", "keep_checkpoints")
+SPEED_ONLY_KEYS = {"preprocess": ("threads",), "preprocess.hdbet": ("device",), "store": ("workers",),
+                   "evaluate": ("batch_size",)}
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 

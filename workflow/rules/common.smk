@@ -5,6 +5,7 @@ import sys
 
 import yaml
 
+from braing3n.config import SPEED_ONLY_KEYS, SPEED_ONLY_TRAIN_KEYS
 from braing3n.metadata.discover import discover_scans, load_mapping
 from braing3n.paths import Layout
 
@@ -51,6 +52,17 @@ def _effective_config_file():
 
 
 CONFIGFILES = f"--configfile {_effective_config_file()}"
+
+def results_only(value, path):
+    """The config section at dotted ``path`` without the keys that change only speed or placement
+    (braing3n.config.SPEED_ONLY_*): what the params rerun trigger sees, so editing
+    train.engine.num_workers or preprocess.threads reruns nothing."""
+    if not isinstance(value, dict):
+        return value
+    train_section = path.startswith("train.") and path.count(".") == 1
+    drop = SPEED_ONLY_TRAIN_KEYS if train_section else SPEED_ONLY_KEYS.get(path, ())
+    return {k: results_only(v, f"{path}.{k}") for k, v in value.items() if k not in drop}
+
 
 COHORTS = {name: spec for name, spec in config["cohorts"].items() if spec.get("enabled", True)}
 

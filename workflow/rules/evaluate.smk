@@ -54,7 +54,8 @@ rule embed_baseline:
     output:
         f"{R}/embeddings/{{encoder}}/{{cohort}}.npz",
     params:
-        settings=lambda wc: _ev_settings(f"encoders.{wc.encoder}", "batch_size")
+        # (evaluate.batch_size is left out: it changes speed, not the embeddings)
+        settings=lambda wc: _ev_settings(f"encoders.{wc.encoder}")
         + (f" aekl_{aekl_bottleneck(EV)}" if wc.encoder == "aekl" else ""),
     log:
         f"{R}/logs/evaluate/embed_{{encoder}}_{{cohort}}.log",

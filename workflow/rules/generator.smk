@@ -14,7 +14,8 @@ DIT_LAUNCH = LAUNCH  # all GPUs of the allocation (DDP); defined in common.smk
 
 def _gen_settings(*train_keys, arm=None):
     """Config a generator rule depends on (params rerun trigger)."""
-    part = {"seed": config.get("seed"), "train": {k: config["train"].get(k) for k in train_keys}}
+    part = {"seed": config.get("seed"), "train": {k: results_only(config["train"].get(k), f"train.{k}")
+                                                  for k in train_keys}}
     if arm is not None:
         part["generate"] = {k: v for k, v in GEN.items() if k != "arms"} | {"arm": GEN["arms"].get(arm)}
     return json.dumps(part, sort_keys=True, default=str)
@@ -106,7 +107,7 @@ rule forecast_demo:
     params:
         model=DIT_LONG_DIR,
         tokenizer=TOKENIZER_DIR,
-        settings=_gen_settings(arm=None) + json.dumps({k: GEN[k] for k in ("forecast_years", "forecast_n", "steps")}),
+        settings=_gen_settings(arm=None) + json.dumps({k: GEN[k] for k in ("forecast_years", "forecast_n", "steps", "solver")}),
     threads: 2
     resources:
         gpu=1,

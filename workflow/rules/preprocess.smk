@@ -13,8 +13,12 @@ from braing3n.atlas import ATLAS_DIR as PREPROCESS_ATLAS_DIR, FILES as PREPROCES
 
 PREPROCESS_ATLAS = [str(PREPROCESS_ATLAS_DIR / f) for f in PREPROCESS_ATLAS_FILES.values()]
 PREPROCESS_CFG = config.get("preprocess", {})
-# a changed preprocess section (or seed) reruns every scan: params are part of Snakemake's rerun check
-PREPROCESS_PARAMS = json.dumps({"preprocess": PREPROCESS_CFG, "seed": config.get("seed")}, sort_keys=True)
+# a changed preprocess setting (or seed) reruns every scan: params are part of Snakemake's rerun
+# check; speed-only keys (threads, hdbet.device) are left out, and robust_z is read by qc_table only
+_PREPROCESS_RESULTS = results_only(PREPROCESS_CFG, "preprocess")
+PREPROCESS_PARAMS = json.dumps({"preprocess": {k: v for k, v in _PREPROCESS_RESULTS.items() if k != "robust_z"},
+                                "seed": config.get("seed")}, sort_keys=True)
+QC_TABLE_PARAMS = json.dumps({"robust_z": _PREPROCESS_RESULTS.get("robust_z")}, sort_keys=True)
 
 
 def session_raws(wc):
@@ -70,7 +74,7 @@ rule qc_table:
         csv=L.qc_table("{cohort}").replace(".parquet", ".csv"),
         montage=L.qc_table("{cohort}").replace(".parquet", "_montage.png"),
     params:
-        settings=PREPROCESS_PARAMS,
+        settings=QC_TABLE_PARAMS,
     log:
         f"{R}/logs/preprocess/qc_table_{{cohort}}.log",
     resources:

@@ -11,8 +11,9 @@ DECODER_DIR = L.model_dir("decoder")
 
 def _settings(*keys):
     """Config sections a rule depends on, for the params rerun trigger."""
-    part = {k: TRAIN[k] for k in keys if k in TRAIN}
-    return json.dumps({"seed": config.get("seed"), "train": part, "store": config.get("store", {})}, sort_keys=True)
+    part = {k: results_only(TRAIN[k], f"train.{k}") for k in keys if k in TRAIN}
+    return json.dumps({"seed": config.get("seed"), "train": part, "store": results_only(config.get("store", {}), "store")},
+                      sort_keys=True)
 
 
 rule store:
@@ -22,7 +23,7 @@ rule store:
     output:
         L.store_index("{cohort}"),
     params:
-        settings=json.dumps(config.get("store", {}), sort_keys=True),
+        settings=json.dumps(results_only(config.get("store", {}), "store"), sort_keys=True),
     log:
         f"{R}/logs/store/{{cohort}}.log",
     threads: config["store"]["workers"]

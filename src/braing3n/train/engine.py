@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from braing3n.config import SPEED_ONLY_TRAIN_KEYS
 from braing3n.train import checkpoint as ck
 from braing3n.train.checkpoint import load_weights
 from braing3n.train.distributed import any_rank, barrier, gather_objects, init_distributed, unwrap
@@ -181,7 +182,7 @@ class _Metrics:
 
 
 # Settings a checkpoint may be resumed under with other values: they do not change what is learnt.
-_RESUME_FREE = ("device", "bf16", "compile", "num_workers", "ckpt_every", "log_every", "keep_checkpoints")
+_RESUME_FREE = SPEED_ONLY_TRAIN_KEYS
 
 
 def run_key(task: Task, cfg: TrainConfig) -> str:
