@@ -36,7 +36,8 @@ def _results(tmp_path: Path) -> Path:
     floor = rng.normal(size=(n, 8))
     np.savez(root / "embeddings" / "random_vit" / "c1.npz", scan_id=man["scan_id"].to_numpy(str), cls=floor, mean=floor)
     cfg = {"results": str(root), "seed": 0, "cohorts": {"c1": {"mapping": "x.yaml", "root": "x"}},
-           "evaluate": {"n_boot": 40, "n_splits": 3, "probes_panel": str(REPO / "config" / "probes.yaml")}}
+           "evaluate": {"n_boot": 200,  # a win at p < 0.05 / 3 needs B > 119 resamples ((0 + 1) / (B + 1), two-sided)
+                         "n_splits": 3, "probes_panel": str(REPO / "config" / "probes.yaml")}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     return root
 
@@ -228,3 +229,11 @@ def test_a_win_over_the_floor_must_survive_the_correction_for_three_effects(tmp_
     check = honest_check(tmp_path)
     skipped = check[check["check"].str.startswith("cdr_sb")]
     assert len(skipped) == 1 and not skipped["passed"].iloc[0] and "skipped" in skipped["detail"].iloc[0]
+
+
+def test_table_names_are_escaped_in_text_and_links():
+    from braing3n.report import _table_html
+
+    page = _table_html("probes_<b>x</b>&y", pd.DataFrame({"a": [1]}), {"seed": 0}, 10, "../tables")
+    assert "<b>" not in page and "probes_&lt;b&gt;x&lt;/b&gt;&amp;y.csv" in page
+    assert 'href="../tables/probes_%3Cb%3Ex%3C/b%3E%26y.csv"' in page

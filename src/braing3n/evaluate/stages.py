@@ -205,7 +205,7 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
              for n in samples["condition"].unique()}
     feats = guidance.latent_features(lat, g["latent_pool"])
     table = guidance.guidance_table(samples, guidance.latent_features(gen_lat, g["latent_pool"]), real, feats,
-                                    conds, config["seed"])
+                                    conds, config["seed"], n_splits=config["evaluate"]["n_splits"])
     write_table(table, out_table, provenance(config, seed=config["seed"], generated=len(samples), real=len(real)))
     guidance.plot_guidance(table, out_figure)
     _mosaic(config, samples, gen_lat, out_mosaic, ev)
