@@ -116,3 +116,20 @@ def test_cli_export_and_reconstruct(trained, tmp_path):
     assert "provenance" in out.read_text() and (tmp_path / "tables" / "reconstruction_summary.csv").exists()
     assert main(["export", "--configfile", str(cfg_path), "--cohort", "nosuch", "--out", str(tmp_path / "x.npz")]) == 1
     assert (res / "models" / "decoder" / "config.json").exists()
+
+
+def test_decoder_on_cpu_matches_float64():
+    """CPU GroupNorm on channels-last tensors was off by ~1e-2 and thread-dependent; contiguous is exact to 1e-5."""
+    import copy
+
+    from braing3n.models.decoder import TokenizerModel, decoder_config
+    from braing3n.models.mae import mae_config
+
+    torch.manual_seed(0)
+    cfg = decoder_config("tiny")
+    dec = TokenizerModel(mae_config("tiny"), cfg).decoder.eval()  # as the tokenizer builds it
+    z = torch.randn(1, cfg.latent_dim, 10, 12, 10) * 2 + 1
+    with torch.no_grad():
+        out, ref = dec(z), copy.deepcopy(dec).double()(z.double())
+    assert out.shape == (1, 1, 160, 192, 160)
+    assert (out.double() - ref).abs().max() < 1e-4

@@ -4,7 +4,10 @@ Latent = ``proj(tokens)``: [B, 1200, 32], i.e. a 10x12x10 grid of 32 channels. T
 (conv, then four x2 nearest-upsample + conv stages with GroupNorm/SiLU, the reference's
 256-128-64-32-16 channels) maps it back to [B, 1, 160, 192, 160]. The encoder stays in eval mode
 with ``requires_grad=False`` whatever ``train()`` is called with, and runs under ``no_grad``.
-The decoder runs channels-last (``torch.channels_last_3d``), which cuDNN prefers under bf16.
+On CUDA the decoder runs channels-last (``torch.channels_last_3d``), which cuDNN prefers under
+bf16; on CPU it stays contiguous: PyTorch's CPU GroupNorm on channels-last tensors is off by
+~1e-2 from float64 and changes with the thread count (measured on the tiny decoder: 9e-3 and
+1.4e-2; contiguous 6e-6 and 7e-6), which made reconstruction tables depend on the core count.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class CNNDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.contiguous(memory_format=torch.channels_last_3d))
+        fmt = torch.channels_last_3d if z.is_cuda else torch.contiguous_format  # see the module docstring
+        return self.net(z.contiguous(memory_format=fmt))
 
 
 class TokenizerModel(nn.Module):
@@ -72,7 +76,7 @@ class TokenizerModel(nn.Module):
         self.mae_cfg, self.dec_cfg = mae_cfg, dec_cfg
         self.encoder = MAEEncoder(mae_cfg)
         self.proj = nn.Linear(mae_cfg.width, dec_cfg.latent_dim)
-        self.decoder = CNNDecoder(dec_cfg).to(memory_format=torch.channels_last_3d)
+        self.decoder = CNNDecoder(dec_cfg)
         self.freeze_encoder()
 
     def freeze_encoder(self) -> None:
