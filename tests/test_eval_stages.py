@@ -212,3 +212,29 @@ def test_tokenizer_comparison_with_a_trained_aekl(tree):
     assert tab.loc["mae", "latent_numbers"] == 1200 * 32 and tab.loc["aekl_4", "dims_per_position"] == 4
     assert (tab["psnr"] > 0).all() and tab["ssim"].between(-1, 1).all()
     assert str(tab.loc["mae", "idh1_auroc"]).startswith("skipped:")
+
+
+def test_stages_read_the_model_folders_the_rules_declare(tree):
+    """generate.model_dir / tokenizer_dir (a generator and tokenizer trained elsewhere) are what the
+    guidance rule declares as inputs; the stage used to load {results}/models/* regardless."""
+    import shutil
+
+    tmp, root = tree
+    ext = tmp / "external"
+    shutil.copytree(root / "models" / "dit", ext / "dit")
+    shutil.copytree(root / "models" / "decoder", ext / "tok")
+    cfg = yaml.safe_load((tmp / "cfg.yaml").read_text())
+    cfg["generate"] = {"model_dir": str(ext / "dit"), "tokenizer_dir": str(ext / "tok")}
+    (tmp / "ext.yaml").write_text(yaml.safe_dump(cfg))
+    hidden = [(root / "models" / n, root / "models" / f"{n}.hidden") for n in ("dit", "decoder")]
+    for a, b in hidden:
+        a.rename(b)
+    try:
+        out = tmp / "ext_guidance.csv"
+        assert evaluate_main(["guidance", "--configfile", str(tmp / "ext.yaml"), "--out", str(out),
+                              "--figure", str(tmp / "ext_g.png"), "--samples", str(tmp / "ext_g.npz"),
+                              "--mosaic", str(tmp / "ext_m.png")]) == 0
+        assert (_table(out)["status"] == "ok").any()
+    finally:
+        for a, b in hidden:
+            b.rename(a)
