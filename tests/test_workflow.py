@@ -107,3 +107,18 @@ def test_command_line_overrides_win_over_the_default_config(tmp_path):
     (path,) = (tmp_path / "results" / ".braing3n").glob("config-*.yaml")
     seen = yaml.safe_load(path.read_text())
     assert seen["seed"] == 7 and "IXI" in seen["cohorts"]  # the template's cohorts, the override's seed
+
+
+def test_an_external_encoders_weight_file_is_an_input_of_its_jobs(tmp_path):
+    """Replacing a user-supplied checkpoint in place must rerun its embeddings and the FID."""
+    import yaml
+
+    weights = tmp_path / "medicalnet_r50.pth"
+    weights.write_bytes(b"not read by a dry run")
+    overlay = {"evaluate": {"baselines": ["random_vit", "medicalnet"],
+                            "encoders": {"medicalnet": {"weights": str(weights)}}}}
+    (tmp_path / "ext.yaml").write_text(yaml.safe_dump(overlay))
+    text = _dry_run(tmp_path, configfiles=("config/demo.yaml", str(tmp_path / "ext.yaml")))
+    jobs = [block for block in text.split("\n\n") if str(weights) in block]
+    rules = {m.group(1) for block in jobs for m in re.finditer(r"rule (\w+):", block)}
+    assert {"embed_baseline", "fid"} <= rules, rules

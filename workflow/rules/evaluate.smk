@@ -41,6 +41,12 @@ def baseline_model(wc):
     return f"{TOKENIZER_DIR}/final.safetensors"
 
 
+def encoder_weights(name):
+    """An external encoder's weight file (the user's own): an input, so replacing it reruns its jobs."""
+    weights = (EV.get("encoders", {}).get(name) or {}).get("weights")
+    return [weights] if weights else []
+
+
 def encoder_embeddings(wc):
     if wc.encoder == "mae":
         return EMBEDDINGS
@@ -51,6 +57,7 @@ rule embed_baseline:
     input:
         store=lambda wc: L.store_index(wc.cohort),
         model=baseline_model,
+        weights=lambda wc: encoder_weights(wc.encoder),
     output:
         f"{R}/embeddings/{{encoder}}/{{cohort}}.npz",
     params:
@@ -151,6 +158,7 @@ rule fid:
         store=EV_STORE,
         embeddings=EMBEDDINGS,
         manifest=L.manifest,
+        medicalnet=encoder_weights("medicalnet"),  # the FID extractor when its weights are set
     output:
         report(L.table("fid"), category="Generation"),
     params:
