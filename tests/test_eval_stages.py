@@ -164,6 +164,12 @@ def test_guidance_fixed_conditions_restrict_the_probe_to_matching_real_scans(tre
                           "--out", str(fid_out)]) == 0
     fid = _table(fid_out).set_index(["arm", "comparison"])
     assert fid.loc[("age=40", "generated vs real"), "n_b"] == 4 and (fid["fixed"] == "sex=F").all()
+    # memorisation too: the women's training scans (s0 x2, s2 x2, s4) are the reference, and of the
+    # held-out subjects (s3, s6, s7) only s6 is a woman - one scan, too few for the held-out quantile
+    capsys.readouterr()
+    assert evaluate_main(["memorisation", "--configfile", str(tmp / "fixed.yaml"), "--samples", str(tmp / "g.npz"),
+                          "--out", str(tmp / "mem.csv"), "--per-sample", str(tmp / "mem_s.csv")]) == 1
+    assert "got 5, 1, 4" in capsys.readouterr().err
     cfg["evaluate"]["guidance"]["fixed"] = {"idh": "mutant"}
     (tmp / "fixed.yaml").write_text(yaml.safe_dump(cfg))
     capsys.readouterr()

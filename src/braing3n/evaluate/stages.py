@@ -187,9 +187,7 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
     if unknown:
         raise ValueError(f"evaluate.guidance.fixed: the generator does not take {unknown} (it takes {gen.conditions})")
     # probes read samples made with the fixed values, so they are fitted on real scans with those values
-    keep = np.ones(len(real), bool)
-    for name, value in fixed.items():
-        keep &= (real[columns[name]].astype(str) == str(value)).to_numpy()
+    _, keep = fixed_rows(config, real)
     if not keep.any():
         raise ValueError(f"evaluate.guidance.fixed={fixed}: no real scan has these values")
     real, lat = real[keep].reset_index(drop=True), lat[keep]
@@ -248,6 +246,21 @@ def _arm_mask(real: pd.DataFrame, column: str, value: str, age_halfwidth: float)
     return (real[column].astype(str) == str(value)).to_numpy()
 
 
+def fixed_rows(config: dict, real: pd.DataFrame) -> tuple[dict, np.ndarray]:
+    """(``evaluate.guidance.fixed``, mask of the real rows that share those values). The guidance
+    samples were generated with them held (the demo: modality T1), so FID and memorisation compare
+    them with real scans of the same kind; otherwise every distance also measures e.g. T1 vs T2.
+    A fixed age matches within ``evaluate.fid.age_halfwidth``."""
+    from braing3n.generate.conditions import CATEGORICAL_COLUMNS, CONTINUOUS_COLUMNS
+
+    columns = {**CATEGORICAL_COLUMNS, **CONTINUOUS_COLUMNS}
+    fixed = dict(config["evaluate"]["guidance"].get("fixed") or {})
+    keep = np.ones(len(real), bool)
+    for name, value in fixed.items():
+        keep &= _arm_mask(real, columns[name], value, config["evaluate"]["fid"]["age_halfwidth"])
+    return fixed, keep
+
+
 def run_fid(config: dict, samples_path: str, out_table: str) -> None:
     """Per arm (condition=value): generated vs real, generated vs reconstruction, reconstruction vs real."""
     from braing3n.data.loader import VolumeDataset, zscore
@@ -286,12 +299,8 @@ def run_fid(config: dict, samples_path: str, out_table: str) -> None:
     real = real[real["scan_id"].isin(set(index["scan_id"]))].reset_index(drop=True)
     store = VolumeDataset(index.set_index("scan_id").loc[real["scan_id"]].reset_index())
     columns = {**CATEGORICAL_COLUMNS, **CONTINUOUS_COLUMNS}
-    # the samples were generated with evaluate.guidance.fixed held (e.g. modality T1): an arm's real
-    # scans must share those values, or every distance also measures the held condition's difference
-    fixed = dict(config["evaluate"]["guidance"].get("fixed") or {})
-    held = np.ones(len(real), bool)
-    for name, value in fixed.items():
-        held &= _arm_mask(real, columns[name], value, f["age_halfwidth"])
+    # an arm's real scans must share the values the samples were generated with (guidance.fixed)
+    fixed, held = fixed_rows(config, real)
     rng = np.random.default_rng(config["seed"])
     feats: dict[str, dict[str, np.ndarray]] = {}
     for (name, value), grp in samples.groupby(["condition", "value"], sort=True):
@@ -327,13 +336,16 @@ def run_memorisation(config: dict, samples_path: str, out_table: str, out_sample
     real, lat = real_latents(config)
     feats = guidance.latent_features(lat, pool)
     split = real["split"].astype(str).to_numpy()
-    train, held = split == "train", np.isin(split, ["val", "test"])
+    fixed, same_kind = fixed_rows(config, real)  # training and held-out scans like the samples
+    train, held = (split == "train") & same_kind, np.isin(split, ["val", "test"]) & same_kind
     per_sample, summary = memorisation(guidance.latent_features(gen_lat, pool), feats[train], feats[held],
                                        real.loc[train, "scan_id"].tolist(), m["quantile"], m["factor"])
     per_sample = pd.concat([samples, per_sample.drop(columns="sample")], axis=1)
     prov = provenance(config, seed=config["seed"], generated=len(samples), train=int(train.sum()),
                       heldout=int(held.sum()))
-    write_table(pd.DataFrame([{"features": f"latent grid pooled x{pool}", **summary}]), out_table, prov)
+    fixed_txt = ", ".join(f"{k}={v}" for k, v in sorted(fixed.items()))
+    write_table(pd.DataFrame([{"features": f"latent grid pooled x{pool}", "fixed": fixed_txt, **summary}]),
+                out_table, prov)
     write_table(per_sample, out_samples_table, prov, markdown=False)
 
 
