@@ -115,3 +115,23 @@ def test_gpu_overlay_changes_device_engine_and_mae_only():
     assert train_config(gpu, "mae").steps * train_config(gpu, "mae").batch_size == 32_000
     mae = gpu["train"]["mae"]
     assert (mae["preset"], mae["mask_ratio"]) == ("vitb", cpu["train"]["mae"]["mask_ratio"])
+
+
+def test_misspelt_evaluate_names_are_refused_not_silently_skipped():
+    # each of these used to validate and then drop a condition, an extractor or the whole comparison
+    for edit, message in (
+        (lambda ev: ev["guidance"]["conditions"].update(diseas="auto"), "diseas"),
+        (lambda ev: ev.setdefault("encoders", {}).update(medicalnett={"weights": "w.pth"}), "medicalnett"),
+        (lambda ev: ev["guidance"].update(fixed={"modalty": "T1"}), "modalty"),
+        (lambda ev: ev.update(reference_encoder="maee"), "reference_encoder='maee' is neither mae nor one of"),
+    ):
+        cfg = _demo()
+        edit(cfg["evaluate"])
+        with pytest.raises(ConfigError, match=message):
+            validate_config(cfg)
+    # a condition name the schema knows but this generator was not trained with
+    cfg = _demo()
+    cfg["train"]["dit"]["conditions"] = ["disease", "sex", "modality"]
+    cfg["evaluate"]["guidance"]["conditions"] = {"disease": "auto", "age": "auto"}
+    with pytest.raises(ConfigError, match=r"asks for \['age'\], which the generator does not take"):
+        validate_config(cfg)

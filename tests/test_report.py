@@ -82,6 +82,13 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     assert check["passed"].all() and len(check) == 4, check.to_string()  # sex, age, cdr_sb, "beats the floor"
     assert check["detail"].str.contains("paired bootstrap vs random_vit on (?:auroc|mae): win").sum() == 3
     assert check["value"].iloc[3] == 3.0  # wins on all three planted effects, each at p < 0.05 / 3
+    # leftovers of an earlier config (an encoder no longer compared, a removed cohort's QC) stay out
+    (root / "tables" / "probes_brainiac.csv").write_bytes((root / "tables" / "probes_mae.csv").read_bytes())
+    (root / "qc").mkdir()
+    (root / "qc" / "gone_qc.csv").write_bytes((root / "tables" / "probes_mae.csv").read_bytes())
+    assert report_main(["--configfile", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
+    assert out.read_text() == page and "probes_brainiac" not in page and "gone_qc" not in page
+    (root / "tables" / "probes_brainiac.csv").unlink()
     again = out.read_bytes()
     assert report_main(["--configfile", str(tmp_path / "cfg.yaml"), "--out", str(out)]) == 0
     assert out.read_bytes() == again

@@ -81,6 +81,15 @@ def check_cross_keys(config: dict, source: str = "config") -> None:
     if k is not None and bottlenecks and k not in bottlenecks:
         raise ConfigError(f"{source}: evaluate.encoders.aekl.bottleneck={k} is not one of "
                           f"evaluate.tokenizers.bottlenecks {bottlenecks} (the AutoencoderKL models trained)")
+    ref, baselines = ev.get("reference_encoder", "mae"), ev.get("baselines") or []
+    if ref != "mae" and ref not in baselines:
+        raise ConfigError(f"{source}: evaluate.reference_encoder={ref!r} is neither mae nor one of "
+                          f"evaluate.baselines {baselines}; the comparison table would be empty")
+    model = ((config.get("train") or {}).get("dit") or {}).get("conditions")
+    asked = sorted((set(g.get("conditions") or {}) | set(g.get("fixed") or {})) - set(model or []))
+    if model is not None and asked:
+        raise ConfigError(f"{source}: evaluate.guidance asks for {asked}, which the generator does not take "
+                          f"(train.dit.conditions: {model})")
     both = sorted(set(g.get("fixed") or {}) & set(g.get("conditions") or {}))
     if both:
         raise ConfigError(f"{source}: evaluate.guidance: {both} both fixed and swept; a condition is either "

@@ -122,7 +122,8 @@ def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit"
     one-sided p < 0.05 Bonferroni-corrected over the scales tried.
     """
     rows = []
-    probes = [read_table(p)[0] for p in sorted(tables.glob("probes_*.csv"))]
+    paths = [tables / f"probes_{e}.csv" for e in (reference, floor)]
+    probes = [read_table(p)[0] for p in paths if p.exists()]
     probes = pd.concat(probes, ignore_index=True) if probes else pd.DataFrame()
     cmp_path = tables / "encoder_comparison.csv"
     cmp = read_table(cmp_path)[0] if cmp_path.exists() else pd.DataFrame()
@@ -201,6 +202,22 @@ def _table_html(name: str, df: pd.DataFrame, prov: dict, max_rows: int, rel: str
             f'<a href="{href}.md">{esc}.md</a><br>provenance: {html.escape(prov_txt)}</p>')
 
 
+def of_this_run(config: dict, root: Path, path: Path) -> bool:
+    """False for a leftover of an earlier config in the shared results tree: the probes of an
+    encoder no longer compared, the samples of a removed arm, the QC of a disabled cohort. The
+    report is of this config's run; such files stay on disk but out of the page."""
+    rel = path.relative_to(root).parts
+    ev = config.get("evaluate", {})
+    if rel[0] == "tables" and path.stem.startswith(("probes_", "probe_predictions_")):
+        encoder = path.stem.removeprefix("probe_predictions_").removeprefix("probes_")
+        return encoder in {ev.get("reference_encoder", "mae"), "random_vit", *ev.get("baselines", [])}
+    if rel[0] == "samples" and "generate" in config:
+        return rel[1] in {*config["generate"].get("arms", {}), "forecast"}
+    if rel[0] == "qc" and "cohorts" in config:
+        return path.stem.split("_qc")[0] in {c for c, spec in config["cohorts"].items() if spec.get("enabled", True)}
+    return True
+
+
 def figures(root: Path) -> list[tuple[Path, str]]:
     """Every figure of the run, deterministic order: figures/, qc/, then sample mosaics."""
     out = [(p, p.stem) for p in sorted((root / "figures").glob("*.png"))]
@@ -227,7 +244,7 @@ def build_report(config: dict, out: str | Path) -> Path:
         parts.append("<h2>Honest check (known phantom effects)</h2>" + check.to_html(index=False, border=0)
                      + f'<p class="prov">files: honest_check.csv · honest_check.md<br>provenance: '
                      f"{html.escape(prov_txt)}</p>")
-    names = sorted(p.stem for p in tables.glob("*.csv"))
+    names = sorted(p.stem for p in tables.glob("*.csv") if of_this_run(config, root, p))
     done: set[str] = set()
     for title, prefixes in SECTIONS[1:]:
         mine = [n for n in names if n.startswith(prefixes) and n not in done]
@@ -244,14 +261,14 @@ def build_report(config: dict, out: str | Path) -> Path:
         for n in rest:
             df, prov = read_table(tables / f"{n}.csv")
             parts.append(_table_html(n, df, prov, rep.get("max_rows", 200), rel))
-    qc = sorted((root / "qc").glob("*.csv"))
+    qc = sorted(p for p in (root / "qc").glob("*.csv") if of_this_run(config, root, p))
     if qc:
         parts.append("<h2>Quality control</h2>")
         qc_rel = rel.rsplit("/", 1)[0] + "/qc" if "/" in rel else str((root / "qc").resolve())
         for path in qc:
             df, prov = read_table(path)
             parts.append(_table_html(path.stem, df, prov, rep.get("max_rows", 200), qc_rel))
-    figs = figures(root)
+    figs = [(p, t) for p, t in figures(root) if of_this_run(config, root, p)]
     if figs:
         parts.append("<h2>Figures</h2>" + "".join(_img(p, t) for p, t in figs))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
