@@ -90,6 +90,9 @@ def check_cross_keys(config: dict, source: str = "config") -> None:
     if model is not None and asked:
         raise ConfigError(f"{source}: evaluate.guidance asks for {asked}, which the generator does not take "
                           f"(train.dit.conditions: {model})")
+    if "forecast" in ((config.get("generate") or {}).get("arms") or {}):
+        raise ConfigError(f"{source}: generate.arms: 'forecast' is reserved ({{results}}/samples/forecast holds the "
+                          "forecast demo's output); name the arm otherwise")
     both = sorted(set(g.get("fixed") or {}) & set(g.get("conditions") or {}))
     if both:
         raise ConfigError(f"{source}: evaluate.guidance: {both} both fixed and swept; a condition is either "
