@@ -122,3 +122,9 @@ def test_an_external_encoders_weight_file_is_an_input_of_its_jobs(tmp_path):
     jobs = [block for block in text.split("\n\n") if str(weights) in block]
     rules = {m.group(1) for block in jobs for m in re.finditer(r"rule (\w+):", block)}
     assert {"embed_baseline", "fid"} <= rules, rules
+
+
+def test_shipped_atlas_inputs_are_recorded_relative_to_the_checkout(tmp_path):
+    """Absolute atlas paths made a moved or re-cloned checkout rerun every session and phantom job."""
+    text = _dry_run(tmp_path)
+    assert "resources/atlas/" in text and f"{REPO}/resources/atlas" not in text

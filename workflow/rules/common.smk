@@ -53,6 +53,14 @@ def _effective_config_file():
 
 CONFIGFILES = f"--configfile {_effective_config_file()}"
 
+def workdir_path(path):
+    """``path`` relative to the working directory when it lies under it (the shipped atlas under
+    resources/): inputs are recorded by path, so an absolute one would make a moved or re-cloned
+    checkout rerun every job ("set of input files has changed")."""
+    rel = os.path.relpath(str(path))
+    return str(path) if rel.startswith("..") else rel
+
+
 def results_only(value, path):
     """The config section at dotted ``path`` without the keys that change only speed or placement
     (braing3n.config.SPEED_ONLY_*): what the params rerun trigger sees, so editing

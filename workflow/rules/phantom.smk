@@ -9,7 +9,8 @@ from braing3n.phantom.tissues import FILES as PHANTOM_TISSUE_FILES
 from braing3n.atlas import ATLAS_DIR as PHANTOM_ATLAS_DIR, FILES as PHANTOM_ATLAS_FILES
 
 PHANTOM_COHORTS = {c: plan_cohort(c, spec, config) for c, spec in COHORTS.items() if "phantom" in spec}
-PHANTOM_INPUTS = [str(PHANTOM_ATLAS_DIR / f) for f in (*PHANTOM_ATLAS_FILES.values(), *PHANTOM_TISSUE_FILES.values())]
+PHANTOM_INPUTS = [workdir_path(PHANTOM_ATLAS_DIR / f)
+                  for f in (*PHANTOM_ATLAS_FILES.values(), *PHANTOM_TISSUE_FILES.values())]
 
 for _cohort, _plan in PHANTOM_COHORTS.items():
 

@@ -11,7 +11,7 @@ import shlex
 
 from braing3n.atlas import ATLAS_DIR as PREPROCESS_ATLAS_DIR, FILES as PREPROCESS_ATLAS_FILES
 
-PREPROCESS_ATLAS = [str(PREPROCESS_ATLAS_DIR / f) for f in PREPROCESS_ATLAS_FILES.values()]
+PREPROCESS_ATLAS = [workdir_path(PREPROCESS_ATLAS_DIR / f) for f in PREPROCESS_ATLAS_FILES.values()]
 PREPROCESS_CFG = config.get("preprocess", {})
 # a changed preprocess setting (or seed) reruns every scan: params are part of Snakemake's rerun
 # check; speed-only keys (threads, hdbet.device) are left out, and robust_z is read by qc_table only
