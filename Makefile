@@ -17,7 +17,7 @@ STAMP  := $(VENV)/.installed
 OVERLAY ?=
 DEMO_CONFIGS := config/demo.yaml $(OVERLAY)
 
-.PHONY: all demo test test-demo bench lint clean-demo help
+.PHONY: demo test test-demo bench lint clean-demo help
 
 help:
 	@echo "make demo   - run the pipeline end to end on the phantom demo cohorts (CPU)"
@@ -55,5 +55,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 
+# The demo's outputs (CPU and GPU overlay) and synthesised cohorts; Snakemake's records of other
+# runs in this checkout (.snakemake/metadata, conda envs) stay: a removed output simply reruns.
 clean-demo:
-	rm -rf results/demo data/phantom .snakemake
+	rm -rf results/demo results/demo_gpu data/phantom .snakemake/incomplete .snakemake/locks
