@@ -124,6 +124,17 @@ def test_paired_bootstrap_win_tie_loss():
     # no resample where the noise does as well: the smallest p 200 resamples can show, not 0
     assert win["verdict"] == "win" and win["p_value"] == pytest.approx(2 / 201)
     assert paired_bootstrap("classification", ys, noise, good, cls, groups, "auroc", 200, 0)["verdict"] == "loss"
+    assert win["n_boot_valid"] == 200  # every resample holds both classes
+    # one positive subject among 10: resamples that miss it have no AUROC; they are counted, not hidden
+    y1 = np.zeros(20, int)
+    y1[:2] = 1
+    g1 = np.repeat(np.arange(10), 2)
+    few = paired_bootstrap("classification", y1.astype(str), good[:20], noise[:20], cls, g1.astype(str),
+                           "auroc", 200, 0)
+    assert 0 < few["n_boot_valid"] < 200
+    none = paired_bootstrap("classification", np.zeros(20, int).astype(str), good[:20], noise[:20], cls,
+                            g1.astype(str), "auroc", 50, 0)
+    assert none["verdict"] == "n/a" and none["n_boot_valid"] == 0
     tie = paired_bootstrap("classification", ys, good, good.copy(), cls, groups, "auroc", 200, 0)
     assert tie["verdict"] == "tie" and tie["diff"] == 0 and tie["p_value"] == 1.0
     # a small edge: p is twice the share of resamples on the losing side, a tie at the 95% level

@@ -35,13 +35,15 @@ def paired_bootstrap(kind: str, y_true: np.ndarray, pred_a: np.ndarray, pred_b: 
     lo, hi = (np.quantile(diffs, alpha), np.quantile(diffs, 1 - alpha)) if len(diffs) else (np.nan, np.nan)
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
     better_lo, better_hi = sorted((sign * lo, sign * hi))
-    verdict = "win" if better_lo > 0 else "loss" if better_hi < 0 else "tie"
+    # a resample without every class has no AUROC and is dropped: the interval and p describe the
+    # n_boot_valid that remain, and with none there is no verdict
+    verdict = "n/a" if not len(diffs) else "win" if better_lo > 0 else "loss" if better_hi < 0 else "tie"
     # resamples with no difference (both at a ceiling) count on both sides, so a tie gets p = 1;
     # (count + 1) / (B + 1): B resamples cannot show p below 1 / (B + 1), so none reads p = 0
     worse = min(int(np.sum(diffs <= 0)), int(np.sum(diffs >= 0)))
     p = min(1.0, 2 * (worse + 1) / (len(diffs) + 1)) if len(diffs) else np.nan
     return {"metric": metric, "value_a": a, "value_b": b, "diff": a - b, "diff_lo": lo, "diff_hi": hi,
-            "p_value": float(p), "verdict": verdict}
+            "p_value": float(p), "verdict": verdict, "n_boot_valid": len(diffs)}
 
 
 def _decode(frame: pd.DataFrame, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +82,7 @@ def compare_encoders(predictions: pd.DataFrame, reference: str, n_boot: int, see
 def summary_line(comparison: pd.DataFrame, reference: str, feature: str = "mean") -> str:
     """Paper-style summary. Per task the pooled view is used (else "all", else T1); a task counts
     as won-or-tied when the reference wins or ties against every other encoder."""
-    sub = comparison[comparison["feature"] == feature]
+    sub = comparison[(comparison["feature"] == feature) & (comparison["verdict"] != "n/a")]
     if sub.empty:
         return f"{reference}: no comparable tasks ({feature} features)"
     verdicts, counts = {}, {"win": 0, "tie": 0, "loss": 0}

@@ -68,6 +68,10 @@ def _inner_cv(y, groups, seed, classification, n_splits=3):
 def fit_predict(x_train: np.ndarray, y_train: np.ndarray, groups_train: np.ndarray, x_test: np.ndarray,
                 classification: bool, seed: int) -> tuple[np.ndarray, list]:
     """Standardise on train, pick the L2 penalty by grouped inner CV, predict the test rows."""
+    # One scaler for the outer training fold: the inner folds that tune the penalty share its
+    # statistics (their validation rows are in it), which only touches the penalty choice; the
+    # outer test fold never contributes. Refitting per inner fold would forgo the warm-started
+    # penalty paths of LogisticRegressionCV/RidgeCV on wide grid features.
     scaler = StandardScaler().fit(x_train)
     xtr, xte = scaler.transform(x_train), scaler.transform(x_test)
     cv = _inner_cv(y_train, groups_train, seed, classification)
