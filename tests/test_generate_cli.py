@@ -194,3 +194,51 @@ def test_auto_baseline_is_a_heldout_t1_pair(tmp_path):
     assert str(path).endswith("preprocessed/demo/sub-b/ses-bl/anat/sub-b_ses-bl_space-SRI24_T1.nii.gz")
     with pytest.raises(ValueError, match="not of the form"):
         fc.atlas_path_of("garbage", lay)
+
+
+def test_out_never_deletes_a_folder_that_is_not_an_earlier_output(models, tmp_path, capsys):
+    """--out used to be replaced wholesale: a user's folder, or the forecast's own baseline, was deleted."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("the user's file")
+    base = ["--model-dir", str(models / "dit"), "--n", "1", "--steps", "1", "--device", "cpu", "--no-decode"]
+    assert gen_cli.main([*base, "--out", str(mine)]) == 1
+    err = capsys.readouterr().err
+    assert "not an earlier output" in err and len(err.strip().splitlines()) == 1
+    assert (mine / "keep.txt").read_text() == "the user's file"
+    # an earlier output is replaced (rerun), with nothing left beside it
+    assert gen_cli.main([*base, "--out", str(tmp_path / "arm")]) == 0
+    assert gen_cli.main([*base, "--seed", "3", "--out", str(tmp_path / "arm")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arm", "mine"]
+    # a forecast whose --out holds its baseline
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    scan = patient / "t1.nii.gz"
+    scan.write_bytes(atlas_paths().t1_brain.read_bytes())
+    args = ["--baseline", str(scan), "--model-dir", str(models / "dit_long"), "--tokenizer-dir", "x",
+            "--steps", "1", "--device", "cpu", "--out", str(patient)]
+    assert fc.main(args) == 1 and scan.exists()
+    assert "holds the input" in capsys.readouterr().err
+
+
+def test_forecast_bad_inputs_are_one_line_and_leave_nothing(models, tmp_path, capsys):
+    text = tmp_path / "notes.nii.gz"
+    text.write_text("not an image")
+    nan = tmp_path / "nan.nii.gz"
+    vol = np.asarray(nib.load(atlas_paths().t1_brain).dataobj, dtype=np.float32)
+    vol[100, 100, 80] = np.nan
+    nib.save(nib.Nifti1Image(vol, AFFINE), str(nan))
+    good = str(atlas_paths().t1_brain)
+    common = ["--model-dir", str(models / "dit_long"), "--tokenizer-dir", "x", "--steps", "1", "--device", "cpu"]
+    cases = [(["--baseline", str(text)], "not a readable NIfTI image"),
+             (["--baseline", str(nan)], "1 NaN/Inf voxels"),
+             (["--baseline", good, "--years", "-5"], "finite number of years >= 0"),
+             (["--baseline", good, "--age", "inf"], "finite number"),
+             (["--baseline", good, "--disease", "GBM"], "known values"),
+             (["--baseline", good, "--n", "0"], "at least 1")]
+    for k, (extra, message) in enumerate(cases):
+        out = tmp_path / f"f{k}"
+        assert fc.main([*extra, *common, "--out", str(out)]) == 1, extra
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (extra, err)
+        assert not out.exists() and not out.with_name(out.name + ".tmp").exists(), extra

@@ -40,11 +40,48 @@ def load_tokenizer(tokenizer_dir: str, device: str):
     return _load(tokenizer_dir, device)
 
 
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Publish a finished output folder in one rename (no half-written folder is ever visible)."""
+# what an earlier run of `generate` / `forecast` leaves in its folder: only such a folder is replaced
+OUTPUT_MARKERS = ("samples.csv", "forecast.csv")
+
+
+def check_out_dir(out: Path, inputs: tuple[Path, ...] = ()) -> Path:
+    """The resolved ``--out`` folder, refused (one line) when publishing there would delete
+    something that is not an earlier output of these commands: a folder of the user's own files,
+    or one that holds an input (a forecast's baseline scan)."""
+    out = Path(out).resolve()
+    for path in inputs:
+        path = Path(path).resolve()
+        if out == path or out in path.parents:
+            raise ValueError(f"{out}: --out holds the input {path}, and would be replaced; choose another folder")
     if out.exists():
-        shutil.rmtree(out)
+        if not out.is_dir():
+            raise ValueError(f"{out}: --out exists and is not a folder")
+        if any(out.iterdir()) and not any((out / m).exists() for m in OUTPUT_MARKERS):
+            raise ValueError(f"{out}: --out exists and is not an earlier output of braing3n generate/forecast "
+                             f"(no {' or '.join(OUTPUT_MARKERS)}); choose a new or empty folder")
+    return out
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Publish a finished output folder by renames: the old one (an earlier output, checked by
+    check_out_dir) moves aside, the new one moves in, then the old one goes."""
+    old = out.with_name(out.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.replace(old)
     tmp.replace(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def fresh_tmp(out: Path) -> Path:
+    """An empty ``{out}.tmp`` to build the output in (a killed run's leftover is removed)."""
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 def parser() -> argparse.ArgumentParser:
@@ -123,26 +160,29 @@ def run(model_dir: str, tokenizer_dir: str | None, conditions: dict, n: int, cfg
     from braing3n.generate.volumes import decode_latents, save_mosaic, write_volumes
     from braing3n.provenance import provenance, write_table
 
+    if n < 1 or batch_size < 1 or steps < 1:
+        raise ValueError(f"n={n}, batch_size={batch_size}, steps={steps}: each must be at least 1")
+    out_dir = check_out_dir(Path(out))  # before the slow part, and never deleting a user's folder
     gen = load_generator(model_dir, device)
     tok = load_tokenizer(tokenizer_dir, device) if decode else None  # fail before the slow part
     latents = sample_latents(gen, conditions, n=n, cfg_scale=cfg_scale, steps=steps, solver=solver, seed=seed,
                              batch_size=batch_size)
-    out_dir = Path(out)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "latents.npy", latents.numpy())
-    files = [""] * n
-    if tok is not None:
-        vols = decode_latents(tok, latents, batch_size=min(batch_size, 4))
-        files = [p.name for p in write_volumes(vols, tmp)]
-        label = ", ".join(f"{k}={v}" for k, v in conditions.items()) or "unconditional"
-        save_mosaic(list(vols[:8]), tmp / "mosaic.png", titles=[f"{label}  #{k}" for k in range(min(n, 8))])
-    cond_cols = {f"cond_{k}": conditions.get(k) for k in CONDITION_ARGS}
-    table = pd.DataFrame({"index": range(n), "file": files, **{k: [v] * n for k, v in cond_cols.items()},
-                          "seed": seed, "cfg_scale": cfg_scale, "steps": steps, "solver": solver})
-    write_table(table, tmp / "samples.csv", provenance(config, seed=seed, samples=n))
+    tmp = fresh_tmp(out_dir)
+    try:
+        np.save(tmp / "latents.npy", latents.numpy())
+        files = [""] * n
+        if tok is not None:
+            vols = decode_latents(tok, latents, batch_size=min(batch_size, 4))
+            files = [p.name for p in write_volumes(vols, tmp)]
+            label = ", ".join(f"{k}={v}" for k, v in conditions.items()) or "unconditional"
+            save_mosaic(list(vols[:8]), tmp / "mosaic.png", titles=[f"{label}  #{k}" for k in range(min(n, 8))])
+        cond_cols = {f"cond_{k}": conditions.get(k) for k in CONDITION_ARGS}
+        table = pd.DataFrame({"index": range(n), "file": files, **{k: [v] * n for k, v in cond_cols.items()},
+                              "seed": seed, "cfg_scale": cfg_scale, "steps": steps, "solver": solver})
+        write_table(table, tmp / "samples.csv", provenance(config, seed=seed, samples=n))
+    except BaseException:  # no partial output: the temp folder goes, an earlier output stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir(tmp, out_dir)
     print(f"braing3n generate: {n} sample(s) -> {out_dir}")
     return out_dir

@@ -66,17 +66,34 @@ def pick_heldout_baseline(layout: Layout) -> dict:
     raise ValueError(f"{pairs_path}: no held-out (test/val) subject with T1 at two sessions")
 
 
-def load_baseline(path: Path, work_dir: Path, config: dict | None) -> np.ndarray:
-    """Atlas-grid float32 volume; raw scans run through the preprocessing chain into work_dir."""
+def read_scan(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """(image, float32 3D voxels) of a scan, or one line naming the file and what is wrong with it
+    (nibabel only: the atlas-space path needs no ANTs/SimpleITK)."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: baseline scan not found")
-    img = nib.load(str(path))
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except (EOFError, OSError, nib.filebasedimages.ImageFileError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]  # a singleton 4th axis
+    if data.ndim != 3:
+        raise ValueError(f"{path}: {data.ndim}D image of shape {data.shape}; expected one 3D volume")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{path}: {int((~np.isfinite(data)).sum())} NaN/Inf voxels")
+    return img, data
+
+
+def load_baseline(path: Path, work_dir: Path, config: dict | None) -> np.ndarray:
+    """Atlas-grid float32 volume; raw scans run through the preprocessing chain into work_dir."""
+    img, data = read_scan(path)
     if not is_atlas_space(img):
         path = preprocess_raw_t1(path, work_dir, config)
-        img = nib.load(str(path))
+        img, data = read_scan(path)
         if not is_atlas_space(img):
             raise ValueError(f"{path}: preprocessing did not produce an SRI24 atlas-space volume")
-    return np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3])  # a singleton 4th axis too
+    return data
 
 
 def preprocess_raw_t1(path: Path, work_dir: Path, config: dict | None) -> Path:
@@ -84,13 +101,18 @@ def preprocess_raw_t1(path: Path, work_dir: Path, config: dict | None) -> Path:
     the products (atlas-space volume, masks, transform, QC PNG) stay in work_dir/baseline_preprocessed."""
     from braing3n.preprocess import chain
     from braing3n.preprocess.io import ScanError
+    from braing3n.preprocess.skullstrip import HDBETMissingError
 
     out_dir = work_dir / "baseline_preprocessed"
     products = chain.Products("baseline", "0", "T1")
+    params = chain.ChainParams.from_config(config or {})
     try:
-        chain.run_t1(str(path), out_dir, products, chain.ChainParams.from_config(config or {}), chain.load_atlas())
+        chain.run_t1(str(path), out_dir, products, params, chain.load_atlas(params.atlas_mm))
     except ScanError as exc:
         raise ValueError(f"{path}: preprocessing failed: {str(exc).splitlines()[0]}") from exc
+    except HDBETMissingError as exc:
+        raise ValueError(f"{path}: not in SRI24 atlas space, and the skull-stripping weights to preprocess it "
+                         f"are missing: {str(exc).splitlines()[0]}") from exc
     return out_dir / products.names["volume"]
 
 
@@ -114,7 +136,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--age", type=float, help="age at baseline (years)")
     p.add_argument("--disease", help="diagnosis at baseline")
     p.add_argument("--sex", choices=["F", "M"])
-    p.add_argument("--modality", default="T1", choices=["T1", "T2", "FLAIR", "T1c"])
+    p.add_argument("--modality", choices=["T1", "T2", "FLAIR", "T1c"],
+                   help="modality of the baseline (default T1, when the model takes modality)")
     p.add_argument("--n", type=int, help="samples averaged into the forecast (default: generate.forecast_n, 1)")
     p.add_argument("--cfg", type=float, dest="cfg_scale", help="guidance scale (default: 1 = conditional)")
     p.add_argument("--steps", type=int, help="ODE steps (default: generate.steps, 50)")
@@ -143,6 +166,7 @@ def main(argv: list[str]) -> int:
         return 2
     conditions = {"age": args.age, "disease": args.disease, "sex": args.sex, "modality": args.modality}
     info: dict = {}
+    from_table: set[str] = set()  # conditions filled from the pairs table, not given as flags
     baseline = args.baseline
     try:
         if baseline == "auto":
@@ -152,13 +176,16 @@ def main(argv: list[str]) -> int:
             info = pick_heldout_baseline(lay)
             baseline = str(atlas_path_of(info["scan_id"], lay))
             for k in ("age", "disease", "sex"):  # flags given on the command line win
-                conditions[k] = info[k] if conditions[k] is None else conditions[k]
-            conditions["modality"] = "T1"
+                if conditions[k] is None and not pd.isna(info[k]):
+                    conditions[k] = info[k]
+                    from_table.add(k)
         run(Path(baseline), model_dir, tok_dir, {k: v for k, v in conditions.items() if v is not None},
+            optional=from_table,
             years=args.years if args.years is not None else float(gen_cfg.get("forecast_years", 3.0)),
-            n=args.n or int(gen_cfg.get("forecast_n", 1)),
+            n=args.n if args.n is not None else int(gen_cfg.get("forecast_n", 1)),
             cfg_scale=args.cfg_scale if args.cfg_scale is not None else 1.0,
-            steps=args.steps or int(gen_cfg.get("steps", 50)), solver=args.solver or gen_cfg.get("solver", "heun"),
+            steps=args.steps if args.steps is not None else int(gen_cfg.get("steps", 50)),
+            solver=args.solver or gen_cfg.get("solver", "heun"),
             seed=args.seed if args.seed is not None else int((config or {}).get("seed", 0)),
             out=Path(args.out), device=args.device or (config or {}).get("device", "auto"), config=config, info=info)
     except (FileNotFoundError, ValueError) as exc:
@@ -169,28 +196,56 @@ def main(argv: list[str]) -> int:
 
 def run(baseline: Path, model_dir: str, tokenizer_dir: str, conditions: dict, years: float, n: int,
         cfg_scale: float, steps: int, solver: str, seed: int, out: Path, device: str = "auto",
-        config: dict | None = None, info: dict | None = None) -> Path:
-    from braing3n.data.geometry import uncrop_to_atlas, write_atlas_nifti
-    from braing3n.generate.cli import load_tokenizer, replace_dir
+        config: dict | None = None, info: dict | None = None, optional: set[str] | frozenset = frozenset()) -> Path:
+    """Forecast ``baseline`` + ``years`` into ``out``; ``optional`` names conditions that may be
+    dropped when the model does not take them (filled in for --baseline auto, not asked for)."""
+    from braing3n.generate.cli import check_out_dir, fresh_tmp, load_tokenizer, replace_dir
     from braing3n.generate.sampler import load_generator, sample_latents
-    from braing3n.generate.volumes import decode_latents, save_mosaic
-    from braing3n.provenance import provenance, write_table
 
+    if not (np.isfinite(years) and years >= 0):
+        raise ValueError(f"--years {years}: the horizon must be a finite number of years >= 0")
+    if n < 1 or steps < 1:
+        raise ValueError(f"--n {n}, --steps {steps}: each must be at least 1")
+    bad = {k: v for k, v in conditions.items() if k == "age" and not np.isfinite(float(v))}
+    if bad:
+        raise ValueError(f"{bad}: a continuous condition must be a finite number")
+    out = check_out_dir(out, inputs=(baseline,))  # before the slow part, never deleting a user's folder
     gen = load_generator(model_dir, device)
     if gen.kind != "dit_long":
         raise ValueError(f"{model_dir}: a {gen.kind!r} model; forecasting needs the longitudinal model (dit_long)")
-    tok = load_tokenizer(tokenizer_dir, device)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    x = model_input(load_baseline(baseline, tmp, config))
-    with torch.no_grad():
-        base_latent = tok.encode(x.to(getattr(tok, "device", "cpu")))["latent"].float().cpu()  # [1, 1200, 32]
+    untaken = sorted(set(conditions) - set(gen.conditions) - set(optional))
+    if untaken:  # said, not silently dropped: the forecast would not be the one asked for
+        raise ValueError(f"{model_dir}: this model does not take {untaken} (it takes {sorted(gen.conditions)})")
     cond = {k: v for k, v in conditions.items() if k in gen.conditions}
+    if "modality" in gen.conditions and "modality" not in cond:
+        cond["modality"] = "T1"
+    gen.vocab.encode_request(cond, 1)  # a value the model never saw fails here, before the slow part
     cond["years"] = years
-    lat = sample_latents(gen, cond, n=n, cfg_scale=cfg_scale, steps=steps, solver=solver, seed=seed,
-                         context=base_latent)
+    tok = load_tokenizer(tokenizer_dir, device)
+    tmp = fresh_tmp(out)
+    try:
+        x = model_input(load_baseline(baseline, tmp, config))
+        with torch.no_grad():
+            base_latent = tok.encode(x.to(getattr(tok, "device", "cpu")))["latent"].float().cpu()  # [1, 1200, 32]
+        lat = sample_latents(gen, cond, n=n, cfg_scale=cfg_scale, steps=steps, solver=solver, seed=seed,
+                             context=base_latent)
+        _write_forecast(tmp, x, tok, base_latent, lat, years, cond, baseline, n, seed, cfg_scale, steps, solver,
+                        config, info)
+    except BaseException:  # no partial output: the temp folder goes, an earlier output stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, out)
+    print(f"braing3n forecast: +{years:g} y from {baseline} -> {out}")
+    return out
+
+
+def _write_forecast(tmp: Path, x: torch.Tensor, tok, base_latent: torch.Tensor, lat: torch.Tensor, years: float,
+                    cond: dict, baseline: Path, n: int, seed: int, cfg_scale: float, steps: int, solver: str,
+                    config: dict | None, info: dict | None) -> None:
+    from braing3n.data.geometry import uncrop_to_atlas, write_atlas_nifti
+    from braing3n.generate.volumes import decode_latents, save_mosaic
+    from braing3n.provenance import provenance, write_table
+
     recon = decode_latents(tok, base_latent)[0]
     forecast = decode_latents(tok, lat).mean(0)
     diff = forecast - recon
@@ -206,6 +261,3 @@ def run(baseline: Path, model_dir: str, tokenizer_dir: str, conditions: dict, ye
            "solver": solver, **{f"cond_{k}": v for k, v in cond.items() if k != "years"},
            "mean_abs_difference": float(np.abs(diff).mean()), **(info or {})}
     write_table(pd.DataFrame([row]), tmp / "forecast.csv", provenance(config, seed=seed))
-    replace_dir(tmp, out)
-    print(f"braing3n forecast: +{years:g} y from {baseline} -> {out}")
-    return out
