@@ -85,7 +85,9 @@ def check_cross_keys(config: dict, source: str = "config") -> None:
     if ref != "mae" and ref not in baselines:
         raise ConfigError(f"{source}: evaluate.reference_encoder={ref!r} is neither mae nor one of "
                           f"evaluate.baselines {baselines}; the comparison table would be empty")
-    model = ((config.get("train") or {}).get("dit") or {}).get("conditions")
+    # the generator trained here (an external one, generate.model_dir, is checked when loaded)
+    external = (config.get("generate") or {}).get("model_dir")
+    model = None if external else ((config.get("train") or {}).get("dit") or {}).get("conditions")
     asked = sorted((set(g.get("conditions") or {}) | set(g.get("fixed") or {})) - set(model or []))
     if model is not None and asked:
         raise ConfigError(f"{source}: evaluate.guidance asks for {asked}, which the generator does not take "

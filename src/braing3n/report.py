@@ -210,11 +210,12 @@ def of_this_run(config: dict, root: Path, path: Path) -> bool:
     ev = config.get("evaluate", {})
     if rel[0] == "tables" and path.stem.startswith(("probes_", "probe_predictions_")):
         encoder = path.stem.removeprefix("probe_predictions_").removeprefix("probes_")
-        return encoder in {ev.get("reference_encoder", "mae"), "random_vit", *ev.get("baselines", [])}
+        return encoder in {ev.get("reference_encoder", "mae"), "mae", *ev.get("baselines", ["random_vit"])}
     if rel[0] == "samples" and "generate" in config:
         return rel[1] in {*config["generate"].get("arms", {}), "forecast"}
     if rel[0] == "qc" and "cohorts" in config:
-        return path.stem.split("_qc")[0] in {c for c, spec in config["cohorts"].items() if spec.get("enabled", True)}
+        cohort = path.stem.removesuffix("_qc_montage").removesuffix("_qc")
+        return cohort in {c for c, spec in config["cohorts"].items() if spec.get("enabled", True)}
     return True
 
 

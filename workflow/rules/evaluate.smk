@@ -136,7 +136,7 @@ rule guidance:
         mosaic=report(L.figure("samples_by_condition"), category="Generation"),
         samples=EV_SAMPLES,
     params:
-        settings=_ev_settings("guidance", "fid.cfg_scale", "n_splits"),
+        settings=_ev_settings("guidance", "fid.cfg_scale", "fid.age_halfwidth", "n_splits"),
     log:
         f"{R}/logs/evaluate/guidance.log",
     threads: 4
@@ -158,7 +158,8 @@ rule fid:
         store=EV_STORE,
         embeddings=EMBEDDINGS,
         manifest=L.manifest,
-        medicalnet=encoder_weights("medicalnet"),  # the FID extractor when its weights are set
+        # the MedicalNet weights when FID extracts with them (extractor auto or medicalnet)
+        medicalnet=encoder_weights("medicalnet") if EV["fid"].get("extractor", "auto") != "mae" else [],
     output:
         report(L.table("fid"), category="Generation"),
     params:
@@ -185,7 +186,7 @@ rule memorisation:
         table=report(L.table("memorisation"), category="Generation"),
         per_sample=L.table("memorisation_samples"),
     params:
-        settings=_ev_settings("memorisation", "guidance.latent_pool"),
+        settings=_ev_settings("memorisation", "guidance.latent_pool", "guidance.fixed", "fid.age_halfwidth"),
     log:
         f"{R}/logs/evaluate/memorisation.log",
     resources:

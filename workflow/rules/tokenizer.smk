@@ -7,6 +7,9 @@ import json
 TRAIN = config["train"]
 MAE_DIR = TRAIN["decoder"]["mae_dir"] or L.model_dir("mae")
 DECODER_DIR = L.model_dir("decoder")
+# the tokenizer that exports the latents, is scored, and decodes samples: the one trained here, or
+# generate.tokenizer_dir (one trained elsewhere); one folder, so latents and decoder always match
+TOKENIZER_DIR = config.get("generate", {}).get("tokenizer_dir") or DECODER_DIR
 
 
 def _settings(*keys):
@@ -85,7 +88,7 @@ rule train_decoder:
 rule export:
     input:
         store=L.store_index("{cohort}"),
-        tokenizer=f"{DECODER_DIR}/final.safetensors",
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
     output:
         f"{R}/embeddings/{{cohort}}.npz",
     log:
@@ -98,7 +101,7 @@ rule export:
     conda:
         "../envs/gpu.yaml"
     shell:
-        f"{BRAING3N} export {CONFIGFILES} --cohort {{wildcards.cohort}} --model-dir {DECODER_DIR} "
+        f"{BRAING3N} export {CONFIGFILES} --cohort {{wildcards.cohort}} --model-dir {TOKENIZER_DIR} "
         "--out {output} > {log} 2>&1"
 
 
@@ -106,7 +109,7 @@ rule reconstruct:
     input:
         stores=[L.store_index(c) for c in COHORTS],
         manifest=L.manifest,
-        tokenizer=f"{DECODER_DIR}/final.safetensors",
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
     output:
         table=L.table("reconstruction"),
         summary=L.table("reconstruction_summary"),
@@ -122,7 +125,7 @@ rule reconstruct:
     conda:
         "../envs/gpu.yaml"
     shell:
-        f"{BRAING3N} reconstruct {CONFIGFILES} --model-dir {DECODER_DIR} --nifti-dir {R}/reconstructions "
+        f"{BRAING3N} reconstruct {CONFIGFILES} --model-dir {TOKENIZER_DIR} --nifti-dir {R}/reconstructions "
         "--out {output.table} > {log} 2>&1"
 
 

@@ -4,7 +4,7 @@ For a task/view/feature both encoders predicted the same units (same subjects, s
 since folds depend only on labels, subjects and the seed). Resampling subjects and scoring
 both encoders on each resample gives the distribution of the metric difference; the 95%
 interval above 0 is a win, below 0 a loss, otherwise a tie. The two-sided bootstrap p-value
-(twice the share of resamples on the losing side of 0) lets a reader apply a stricter level, e.g.
+(2 (k + 1) / (B + 1), k of B resamples on the losing side of 0) lets a reader apply a stricter level, e.g.
 Bonferroni over several comparisons (braing3n.report.honest_check does).
 """
 

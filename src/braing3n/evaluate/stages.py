@@ -61,7 +61,7 @@ def model_dir_of(config: dict, name: str) -> str:
 
 def mae_config_of(config: dict) -> dict | None:
     """The trained tokenizer's MAE architecture (for the random floor), when the decoder folder exists."""
-    cfg = Path(layout(config).model_dir("decoder")) / "config.json"
+    cfg = Path(model_dir_of(config, "decoder")) / "config.json"
     return json.loads(cfg.read_text())["model"]["mae"] if cfg.exists() else None
 
 
@@ -399,7 +399,7 @@ def run_longitudinal(config: dict, out_table: str, out_pairs_table: str) -> None
     feats = guidance.latent_features(lat, pool)
     train = (~real["subject_id"].isin(set(pairs["subject_id"])) & real["age"].notna()).to_numpy()
     probe_on = "subjects outside the pairs"
-    if train.sum() < 6:
+    if real.loc[train, "subject_id"].nunique() < 6:
         train = real["age"].notna().to_numpy()
         probe_on = "all subjects, the pairs' own included (fewer than 6 others have an age)"
     q = guidance.latent_features(np.concatenate([base, fc]), pool)

@@ -60,7 +60,8 @@ def main(argv: list[str]) -> int:
     dec = config["train"]["decoder"]
     try:
         index = read_index([layout.store_index(args.cohort)])
-        tok = load_tokenizer(args.model_dir or layout.model_dir("decoder"), config.get("device", "auto"))
+        model_dir = args.model_dir or config.get("generate", {}).get("tokenizer_dir") or layout.model_dir("decoder")
+        tok = load_tokenizer(model_dir, config.get("device", "auto"))
     except FileNotFoundError as exc:
         print(f"braing3n export: {exc}", file=sys.stderr)
         return 1

@@ -109,7 +109,8 @@ def main(argv: list[str]) -> int:
             raise FileNotFoundError(f"{layout.manifest}: manifest not found; it defines the held-out split")
         index = select_split(read_index([layout.store_index(c) for c in cohorts]), layout.manifest,
                              [dec["eval_split"]])
-        tok = load_tokenizer(args.model_dir or layout.model_dir("decoder"), config.get("device", "auto"))
+        model_dir = args.model_dir or config.get("generate", {}).get("tokenizer_dir") or layout.model_dir("decoder")
+        tok = load_tokenizer(model_dir, config.get("device", "auto"))
     except (FileNotFoundError, ValueError) as exc:
         print(f"braing3n reconstruct: {exc}", file=sys.stderr)
         return 1
