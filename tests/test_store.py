@@ -97,6 +97,19 @@ def test_store_build_incremental_and_failures(tmp_path):
     assert sorted(p.name for p in out.parent.glob("*.npy")) == ["c_a.npy"]
 
 
+def test_store_counts_brain_voxels_the_model_crop_cuts_off(tmp_path):
+    inside = _scan(tmp_path / "in.nii", 100)  # the box lies within the 160x192x160 crop
+    data = np.asarray(nib.load(inside).dataobj).copy()
+    data[0:10, 100:110, 60:70] = 50  # 1,000 voxels left of the crop (atlas x < 40)
+    nib.save(nib.Nifti1Image(data, AFFINE), tmp_path / "out.nii")
+    qc = pd.DataFrame({"scan_id": ["c_in", "c_out"], "status": ["ok", "ok"],
+                       "atlas_path": [inside, str(tmp_path / "out.nii")]})
+    qc.to_parquet(tmp_path / "qc.parquet")
+    index = build_store(tmp_path / "qc.parquet", tmp_path / "s" / "index.parquet", "c").set_index("scan_id")
+    assert index.loc["c_in", "n_brain_outside_crop"] == 0 and index.loc["c_out", "n_brain_outside_crop"] == 1000
+    assert index.loc["c_out", "n_brain"] == index.loc["c_in", "n_brain"]  # the stored (cropped) brain is the same
+
+
 def test_zscore_brain_only():
     v = torch.zeros(2, 1, 8, 8, 8, dtype=torch.float16)
     v[0, 0, 2:6, 2:6, 2:6] = torch.arange(64, dtype=torch.float16).reshape(4, 4, 4) + 10

@@ -58,6 +58,10 @@ def _atomic_npy(arr: np.ndarray, path: Path) -> None:
     tmp.replace(path)
 
 
+# integer index columns (-1 for a failed scan; ns mtimes need int64)
+INT_COLUMNS = ("source_mtime", "source_size", "n_brain", "n_brain_outside_crop")
+
+
 def convert_scan(source: str, dest: str) -> dict:
     """Atlas-space NIfTI -> cropped float16 .npy; returns the index fields (raises ValueError naming the file)."""
     try:
@@ -67,9 +71,13 @@ def convert_scan(source: str, dest: str) -> dict:
         raise ValueError(f"{source}: cannot read atlas-space volume ({exc})") from exc
     if data is None:
         raise ValueError(f"{source}: shape {img.shape} is not the SRI24 grid {ATLAS_SHAPE}")
-    vol = np.clip(crop_to_model(np.asarray(data, dtype=np.float32)), 0, None)
+    data = np.asarray(data, dtype=np.float32)
+    vol = np.clip(crop_to_model(data), 0, None)
     if not np.isfinite(vol).all():
         raise ValueError(f"{source}: NaN/Inf voxels")
+    # brain voxels the 160x192x160 model crop cuts off (a head registered off-centre or larger than
+    # SRI24's brain): recorded per scan, so a user can see which scans the models see in part
+    outside = int((data > 0).sum() - (vol > 0).sum())
     try:
         stats = volume_stats(vol)
     except ValueError as exc:
@@ -79,7 +87,8 @@ def convert_scan(source: str, dest: str) -> dict:
         scale /= 2
     _atomic_npy((vol * scale).astype(np.float16), Path(dest))
     st = os.stat(source)
-    return {**stats, "scale": scale, "source_mtime": st.st_mtime_ns, "source_size": st.st_size}
+    return {**stats, "n_brain_outside_crop": outside, "scale": scale, "source_mtime": st.st_mtime_ns,
+            "source_size": st.st_size}
 
 
 def _convert_row(args: tuple[str, str]) -> tuple[dict | None, str]:
@@ -121,7 +130,7 @@ def build_store(qc_table: str | Path, index_path: str | Path, cohort: str, metad
         sid, source = str(rec.scan_id), str(getattr(rec, path_col))
         base = {"scan_id": sid, "cohort": cohort, "subject_id": subjects.get(sid, ""), "path": f"{sid}.npy",
                 "shape": list(MODEL_SHAPE), "dtype": "float16", "source": source,
-                "source_mtime": -1, "source_size": -1, "n_brain": -1}  # ints, never NaN (ns mtimes need int64)
+                "source_mtime": -1, "source_size": -1, "n_brain": -1, "n_brain_outside_crop": -1}  # ints, never NaN
         if rec.status != "ok":
             rows.append({**base, "status": "failed", "reason": f"preprocessing QC status {rec.status!r}"})
         elif exclude_outliers and bool(getattr(rec, "outlier", False)):
@@ -129,7 +138,7 @@ def build_store(qc_table: str | Path, index_path: str | Path, cohort: str, metad
         elif sid in old.index and _unchanged(old.loc[sid], source, store_dir / base["path"]):
             prev = old.loc[sid]
             rows.append({**base, **{k: prev[k] for k in old.columns
-                                   if k not in base or k in ("source_mtime", "source_size", "n_brain")}})
+                                   if k not in base or k in INT_COLUMNS}})
         else:
             todo.append(base)
     jobs = [(b["source"], str(store_dir / b["path"])) for b in todo]
@@ -146,7 +155,7 @@ def build_store(qc_table: str | Path, index_path: str | Path, cohort: str, metad
         else:
             rows.append({**base, **fields, "status": "ok", "reason": ""})
     index = pd.DataFrame(rows).sort_values("scan_id").reset_index(drop=True)
-    for col in ("source_mtime", "source_size", "n_brain"):
+    for col in INT_COLUMNS:
         index[col] = index[col].astype(np.int64)
     keep = set(index.loc[index.status == "ok", "path"])
     for f in store_dir.glob("*.npy"):
