@@ -128,3 +128,12 @@ def test_shipped_atlas_inputs_are_recorded_relative_to_the_checkout(tmp_path):
     """Absolute atlas paths made a moved or re-cloned checkout rerun every session and phantom job."""
     text = _dry_run(tmp_path)
     assert "resources/atlas/" in text and f"{REPO}/resources/atlas" not in text
+
+
+def test_training_jobs_keep_the_log_of_a_failed_attempt(tmp_path):
+    """Snakemake empties a job's log before a retry: each training command copies it aside on failure."""
+    text = _dry_run(tmp_path, "-p")
+    for rule in ("train_mae", "train_decoder", "train_dit", "train_dit_long", "train_aekl"):
+        block = text.split(f"rule {rule}:")[1].split("\n\n")[0]
+        shell = text.split(f"rule {rule}:")[1].split("train.launch")[1].split("\n")[0]
+        assert ".log.failed-$(date +%Y%m%dT%H%M%S) || true; exit $s; }" in shell, (rule, block, shell)

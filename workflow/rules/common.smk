@@ -30,6 +30,10 @@ BRAING3N = os.path.join(_BIN, "braing3n") if _BIN else "braing3n"
 PYTHON = os.path.join(_BIN, "python") if _BIN else "python"
 # Training runs through the launcher: DDP over every GPU of the job's allocation (docs/slurm.md).
 LAUNCH = f"{PYTHON} -m braing3n.train.launch --"
+# Snakemake empties a job's log before each attempt, so a retried or requeued training job would
+# lose the error that ended the attempt before: on failure the log is copied beside itself, named
+# by the time (`<log>.failed-YYYYmmddTHHMMSS`), and the exit status kept. Appended to a shell line.
+KEEP_FAILED_LOG = " || {{ s=$?; cp {log} {log}.failed-$(date +%Y%m%dT%H%M%S) || true; exit $s; }}"
 
 
 def _effective_config_file():

@@ -248,6 +248,7 @@ rule train_aekl:
         # the bottleneck size reaches the train CLI as a one-key config overlay (later --configfile wins)
         "printf 'train:\\n  aekl:\\n    latent_channels: {wildcards.k}\\n' > {output.overlay} && "
         "{LAUNCH} {BRAING3N} train aekl {EV_CONFIGFILES} --configfile {output.overlay} --out {params.out} > {log} 2>&1"
+        + KEEP_FAILED_LOG
 
 
 rule tokenizers:

@@ -45,6 +45,7 @@ rule train_dit:
         "../envs/gpu.yaml"
     shell:
         f"{DIT_LAUNCH} {BRAING3N} train dit {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+        + KEEP_FAILED_LOG
 
 
 rule train_dit_long:
@@ -68,6 +69,7 @@ rule train_dit_long:
         "../envs/gpu.yaml"
     shell:
         f"{DIT_LAUNCH} {BRAING3N} train dit-long {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+        + KEEP_FAILED_LOG
 
 
 rule generate_arm:

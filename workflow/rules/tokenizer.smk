@@ -60,6 +60,7 @@ rule train_mae:
         "../envs/gpu.yaml"
     shell:
         f"{LAUNCH} {BRAING3N} train mae {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+        + KEEP_FAILED_LOG
 
 
 rule train_decoder:
@@ -83,6 +84,7 @@ rule train_decoder:
         "../envs/gpu.yaml"
     shell:
         f"{LAUNCH} {BRAING3N} train decoder {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+        + KEEP_FAILED_LOG
 
 
 rule export:
