@@ -141,3 +141,11 @@ def test_misspelt_evaluate_names_are_refused_not_silently_skipped():
     cfg["evaluate"]["guidance"]["conditions"] = {"disease": "auto", "age": "auto"}
     with pytest.raises(ConfigError, match=r"asks for \['age'\], which the generator does not take"):
         validate_config(cfg)
+
+
+def test_results_path_with_whitespace_is_refused():
+    # it is part of every job's shell command (config file, outputs, logs)
+    cfg = _demo()
+    cfg["results"] = "my results/demo"
+    with pytest.raises(ConfigError, match=r"invalid config at 'results': 'my results/demo' does not match"):
+        validate_config(cfg)

@@ -1,5 +1,6 @@
 # Shared helpers: cohorts, the scan list per cohort, output paths. No rules here.
 import os
+import shlex
 import shutil
 import sys
 
@@ -26,8 +27,8 @@ def _conda_envs():
 # The console script of the installed package: from PATH (conda envs, activated venvs), else the
 # one beside the Python running Snakemake (`.venv/bin/snakemake` called without activating).
 _BIN = "" if _conda_envs() or shutil.which("braing3n") else os.path.dirname(sys.executable)
-BRAING3N = os.path.join(_BIN, "braing3n") if _BIN else "braing3n"
-PYTHON = os.path.join(_BIN, "python") if _BIN else "python"
+BRAING3N = shlex.quote(os.path.join(_BIN, "braing3n")) if _BIN else "braing3n"  # a venv path may hold spaces
+PYTHON = shlex.quote(os.path.join(_BIN, "python")) if _BIN else "python"
 # Training runs through the launcher: DDP over every GPU of the job's allocation (docs/slurm.md).
 LAUNCH = f"{PYTHON} -m braing3n.train.launch --"
 # Snakemake empties a job's log before each attempt, so a retried or requeued training job would
