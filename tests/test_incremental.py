@@ -173,7 +173,8 @@ def test_speed_only_settings_rerun_nothing_and_each_setting_reruns_its_readers(d
 
     # how fast and where jobs run: not what they compute (it used to rerun every session or model)
     speed = {"train.engine.num_workers": 3, "train.engine.log_every": 7, "train.mae.ckpt_every": 11,
-             "preprocess.threads": 3, "preprocess.hdbet.device": "cpu", "store.workers": 3, "evaluate.batch_size": 3}
+             "preprocess.threads": 3, "preprocess.hdbet.device": "cpu", "store.workers": 3, "evaluate.batch_size": 3,
+             "generate.batch_size": 3}
     assert edit("speed", speed) == set()
     # the QC flag threshold is read by the QC table, not by the per-session jobs
     rules = edit("robust_z", {"preprocess.robust_z": 2.5})

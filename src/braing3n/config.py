@@ -23,7 +23,7 @@ import yaml
 # would not make the old result wrong.)
 SPEED_ONLY_TRAIN_KEYS = ("device", "bf16", "compile", "num_workers", "ckpt_every", "log_every", "keep_checkpoints")
 SPEED_ONLY_KEYS = {"preprocess": ("threads",), "preprocess.hdbet": ("device",), "store": ("workers",),
-                   "evaluate": ("batch_size",)}
+                   "evaluate": ("batch_size",), "generate": ("batch_size",)}  # sampler: same seed, same latents
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"

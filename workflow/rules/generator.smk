@@ -17,7 +17,8 @@ def _gen_settings(*train_keys, arm=None):
     part = {"seed": config.get("seed"), "train": {k: results_only(config["train"].get(k), f"train.{k}")
                                                   for k in train_keys}}
     if arm is not None:
-        part["generate"] = {k: v for k, v in GEN.items() if k != "arms"} | {"arm": GEN["arms"].get(arm)}
+        gen = results_only(GEN, "generate")
+        part["generate"] = {k: v for k, v in gen.items() if k != "arms"} | {"arm": GEN["arms"].get(arm)}
     return json.dumps(part, sort_keys=True, default=str)
 
 
