@@ -49,8 +49,10 @@ test: $(STAMP)
 test-demo: $(STAMP)
 	BRAING3N_DEMO_TEST=1 BRAING3N_DEMO_OVERLAY="$(OVERLAY)" $(BIN)/python -m pytest -q -rA tests/test_demo_learning.py
 
+# the GPU anchor of the development tree, when present, is the same-run reference of the GPU rows
+ANCHOR := $(wildcard ../shared/tools/gpu_anchor.py)
 bench: $(STAMP)
-	$(BIN)/braing3n bench all --out bench
+	$(BIN)/braing3n bench all --out bench $(if $(ANCHOR),--anchor $(ANCHOR))
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -25,7 +25,34 @@ def main(argv: list[str]) -> int:
     if any(n not in BENCHMARKS for n in names):
         print(f"braing3n bench: unknown benchmark {name!r}", file=sys.stderr)
         return 2
-    rc = 0
+    rc, done = 0, []
     for n in names:
-        rc |= int(importlib.import_module(f"braing3n.bench.{n}").main(rest) or 0)
+        args = rest if n in ANCHORED or name != "all" else _without_anchor(rest)
+        try:
+            code = int(importlib.import_module(f"braing3n.bench.{n}").main(args) or 0)
+        except (OSError, RuntimeError, ValueError) as exc:  # one line; `all` goes on with the next one
+            print(f"braing3n bench {n}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                  file=sys.stderr)
+            code = 1
+        done.append(f"{n}: {'ok' if code == 0 else 'failed'}")
+        rc |= code
+    if name == "all":
+        print("braing3n bench all: " + ", ".join(done), file=sys.stderr)
     return rc
+
+
+# the benchmarks that time a same-run reference (../shared/tools/gpu_anchor.py) and take --anchor
+ANCHORED = ("tokenizer", "dit")
+
+
+def _without_anchor(argv: list[str]) -> list[str]:
+    """``all`` passes its options to every benchmark; only the anchored ones take --anchor."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--anchor":
+            skip = True
+        elif not a.startswith("--anchor="):
+            out.append(a)
+    return out

@@ -9,7 +9,9 @@ accuracy = NCC with the SRI24 brain inside the atlas mask and Dice between the t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,7 +41,7 @@ def _ours(path: str, atlas: dict, params) -> dict:
             "ncc": qc.ncc(out, atlas["t1_brain"].numpy(), atlas["mask"].numpy() > 0)}
 
 
-def _naive(path: str, atlas: dict) -> dict:
+def _naive(path: str, atlas: dict, device) -> dict:
     import ants
 
     from braing3n.preprocess import chain, qc
@@ -51,7 +53,7 @@ def _naive(path: str, atlas: dict) -> dict:
     t.step("read")
     img = ants.n4_bias_field_correction(img)
     t.step("n4")
-    mask = hdbet_v1(img, "accurate", "cpu")
+    mask = hdbet_v1(img, "accurate", device)  # the same device as the pipeline's chain: a ratio, not CPU vs GPU
     t.step("hdbet")
     brain = img * img.new_image_like(mask.astype(np.float32))
     reg = ants.registration(atlas["t1_brain"], brain, "Affine")
@@ -73,18 +75,30 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from braing3n.preprocess import chain, qc
     from braing3n.preprocess.cli import load_pipeline_config, set_threads
+    from braing3n.preprocess.skullstrip import resolve_device
     from braing3n.provenance import provenance, write_table
 
+    missing = [s for s in args.scans if not Path(s).exists()]
+    if missing and args.scans == [str(s) for s in DEFAULT_SCANS]:
+        print(f"braing3n bench preprocess: skipped: the default scan {missing[0]} is not here "
+              "(../shared/data of the development tree); give --scans raw_T1.nii.gz", file=sys.stderr)
+        return 0
+    if missing:
+        print(f"braing3n bench preprocess: {missing[0]}: scan not found", file=sys.stderr)
+        return 1
     set_threads(args.threads)
     config = load_pipeline_config(args.configfile)
     params = chain.ChainParams.from_config(config)
+    device = resolve_device(params.hdbet_device)  # one device for both chains, named in the table
+    params = dataclasses.replace(params, hdbet_device="cpu" if device == "cpu" else "cuda")
     atlas = chain.load_atlas(params.atlas_mm)
     rows = []
     for scan in args.scans:
         ours = _ours(scan, atlas, params)
-        runs = [("pipeline", ours)] + ([] if args.no_naive else [("naive", _naive(scan, atlas))])
+        runs = [("pipeline", ours)] + ([] if args.no_naive else [("naive", _naive(scan, atlas, device))])
         for name, res in runs:
-            rows.append({"scan": Path(scan).name, "chain": name, **{f"{k}_s": v for k, v in res["seconds"].items()},
+            rows.append({"scan": str(scan), "chain": name, "hdbet_device": params.hdbet_device,
+                         **{f"{k}_s": v for k, v in res["seconds"].items()},
                          "total_s": round(sum(res["seconds"].values()), 2), "ncc_atlas": round(res["ncc"], 4),
                          "mask_dice_vs_pipeline": round(qc.dice(res["mask"], ours["mask"]), 4)})
         print(rows[-1], flush=True)
