@@ -26,7 +26,18 @@ def test_anchor_records_from_eager_and_compiled_runs(tmp_path, capsys):
     assert rows[0]["tflops"] == 1.5
     rows = dit.run_anchor(str(path))
     assert len(rows) == 2 and all(r["stage"] == "anchor train" and r["samples_per_s"] == 4.0 for r in rows)
+    assert {r["anchor_model"] for r in rows} == {"dit"}
     capsys.readouterr()
     recs = run_anchor(str(path), ["dit", "fail"], "bench dit")
     assert len(recs) == 4  # the compiled run still printed its records before exiting 3
     assert "bench dit: anchor" in capsys.readouterr().err
+
+
+def test_dit_ratios_use_only_a_paper_size_anchor():
+    train = {"stage": "train", "batch": 2, "compiled": False, "samples_per_s": 8.0}
+    toy = {"stage": "anchor train", "anchor_model": "dit-tiny", "batch": 2, "compiled": False, "samples_per_s": 4.0}
+    same, best = dit.anchor_ratios([train, toy])  # CPU: the anchor's 64-token toy is no reference
+    assert all(v != v for v in same + best)
+    real = {**toy, "anchor_model": "dit-xl-1200tok"}
+    same, best = dit.anchor_ratios([train, real, {**real, "batch": 64, "samples_per_s": 16.0}])
+    assert same[0] == 2.0 and best[0] == 0.5 and same[1] != same[1]
