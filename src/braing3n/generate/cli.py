@@ -13,8 +13,10 @@ seed gives the same volumes. Model folders default to the config's ``generate`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +77,21 @@ def replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
-def fresh_tmp(out: Path) -> Path:
-    """An empty ``{out}.tmp`` to build the output in (a killed run's leftover is removed)."""
+@contextlib.contextmanager
+def building(out: Path) -> Iterator[Path]:
+    """An empty ``{out}.tmp`` to build the output in (a killed run's leftover is removed first):
+    published as ``out`` when the block ends, removed when it raises - no partial output, and an
+    earlier output stays."""
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    return tmp
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, out)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -167,8 +177,7 @@ def run(model_dir: str, tokenizer_dir: str | None, conditions: dict, n: int, cfg
     tok = load_tokenizer(tokenizer_dir, device) if decode else None  # fail before the slow part
     latents = sample_latents(gen, conditions, n=n, cfg_scale=cfg_scale, steps=steps, solver=solver, seed=seed,
                              batch_size=batch_size)
-    tmp = fresh_tmp(out_dir)
-    try:
+    with building(out_dir) as tmp:
         np.save(tmp / "latents.npy", latents.numpy())
         files = [""] * n
         if tok is not None:
@@ -180,9 +189,5 @@ def run(model_dir: str, tokenizer_dir: str | None, conditions: dict, n: int, cfg
         table = pd.DataFrame({"index": range(n), "file": files, **{k: [v] * n for k, v in cond_cols.items()},
                               "seed": seed, "cfg_scale": cfg_scale, "steps": steps, "solver": solver})
         write_table(table, tmp / "samples.csv", provenance(config, seed=seed, samples=n))
-    except BaseException:  # no partial output: the temp folder goes, an earlier output stays
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, out_dir)
     print(f"braing3n generate: {n} sample(s) -> {out_dir}")
     return out_dir

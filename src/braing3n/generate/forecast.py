@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -199,7 +198,7 @@ def run(baseline: Path, model_dir: str, tokenizer_dir: str, conditions: dict, ye
         config: dict | None = None, info: dict | None = None, optional: set[str] | frozenset = frozenset()) -> Path:
     """Forecast ``baseline`` + ``years`` into ``out``; ``optional`` names conditions that may be
     dropped when the model does not take them (filled in for --baseline auto, not asked for)."""
-    from braing3n.generate.cli import check_out_dir, fresh_tmp, load_tokenizer, replace_dir
+    from braing3n.generate.cli import building, check_out_dir, load_tokenizer
     from braing3n.generate.sampler import load_generator, sample_latents
 
     if not (np.isfinite(years) and years >= 0):
@@ -222,8 +221,7 @@ def run(baseline: Path, model_dir: str, tokenizer_dir: str, conditions: dict, ye
     gen.vocab.encode_request(cond, 1)  # a value the model never saw fails here, before the slow part
     cond["years"] = years
     tok = load_tokenizer(tokenizer_dir, device)
-    tmp = fresh_tmp(out)
-    try:
+    with building(out) as tmp:
         x = model_input(load_baseline(baseline, tmp, config))
         with torch.no_grad():
             base_latent = tok.encode(x.to(getattr(tok, "device", "cpu")))["latent"].float().cpu()  # [1, 1200, 32]
@@ -231,10 +229,6 @@ def run(baseline: Path, model_dir: str, tokenizer_dir: str, conditions: dict, ye
                              context=base_latent)
         _write_forecast(tmp, x, tok, base_latent, lat, years, cond, baseline, n, seed, cfg_scale, steps, solver,
                         config, info)
-    except BaseException:  # no partial output: the temp folder goes, an earlier output stays
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, out)
     print(f"braing3n forecast: +{years:g} y from {baseline} -> {out}")
     return out
 
