@@ -242,3 +242,15 @@ def test_forecast_bad_inputs_are_one_line_and_leave_nothing(models, tmp_path, ca
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, (extra, err)
         assert not out.exists() and not out.with_name(out.name + ".tmp").exists(), extra
+
+
+def test_an_atlas_space_baseline_in_another_orientation_is_reoriented_not_preprocessed(tmp_path, monkeypatch):
+    """An SRI24-space scan saved as RAS (another tool's convention) is the same voxels: reoriented
+    losslessly, as the store does, instead of going through N4 + HD-BET + registration again."""
+    lps = nib.load(atlas_paths().t1_brain)
+    ras = nib.as_closest_canonical(lps)  # flips i and j; same world box
+    assert not fc.is_atlas_space(ras)
+    nib.save(ras, str(tmp_path / "ras.nii.gz"))
+    monkeypatch.setattr(fc, "preprocess_raw_t1", lambda *a: pytest.fail("preprocessed an atlas-space scan"))
+    out = fc.load_baseline(tmp_path / "ras.nii.gz", tmp_path / "work", None)
+    assert np.array_equal(out, np.asarray(lps.dataobj, dtype=np.float32))

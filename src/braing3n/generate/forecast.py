@@ -84,15 +84,31 @@ def read_scan(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     return img, data
 
 
+def on_atlas_grid(img: nib.Nifti1Image) -> np.ndarray | None:
+    """The voxels on the SRI24 LPS grid when the image already covers it voxel for voxel in any
+    axis order (e.g. an atlas-space scan saved as RAS by another tool): a lossless reorientation,
+    as the store does. None otherwise (then it is a raw scan)."""
+    from braing3n.atlas import SHAPE, to_lps_grid
+
+    if sorted(img.shape[:3]) != sorted(SHAPE):
+        return None
+    try:
+        return np.asarray(to_lps_grid(img), dtype=np.float32)
+    except ValueError:
+        return None
+
+
 def load_baseline(path: Path, work_dir: Path, config: dict | None) -> np.ndarray:
     """Atlas-grid float32 volume; raw scans run through the preprocessing chain into work_dir."""
-    img, data = read_scan(path)
-    if not is_atlas_space(img):
+    img, _ = read_scan(path)
+    grid = on_atlas_grid(img)
+    if grid is None:
         path = preprocess_raw_t1(path, work_dir, config)
-        img, data = read_scan(path)
-        if not is_atlas_space(img):
+        img, _ = read_scan(path)
+        grid = on_atlas_grid(img)
+        if grid is None:
             raise ValueError(f"{path}: preprocessing did not produce an SRI24 atlas-space volume")
-    return data
+    return grid
 
 
 def preprocess_raw_t1(path: Path, work_dir: Path, config: dict | None) -> Path:
