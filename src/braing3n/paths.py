@@ -23,6 +23,18 @@ from pathlib import Path
 SESSION_RECORD_SUFFIX = "_session.json"
 
 
+# generate.* keys naming a model trained elsewhere, by the model folder they replace
+EXTERNAL_MODEL_KEYS = {"dit": "model_dir", "dit_long": "long_model_dir", "decoder": "tokenizer_dir"}
+
+
+def model_dir_for(config: dict, name: str) -> str:
+    """The folder of model ``name`` (dit, dit_long, decoder) that sampling, export, reconstruction
+    and evaluation read, as the workflow's rules declare it: ``generate.model_dir`` /
+    ``long_model_dir`` / ``tokenizer_dir`` when set, else ``{results}/models/{name}``."""
+    external = (config.get("generate") or {}).get(EXTERNAL_MODEL_KEYS[name])
+    return external or Layout(config.get("results", "results")).model_dir(name)
+
+
 def scan_record_name(subject: str, session: str, modality: str) -> str:
     """File name of a scan record; it sits in the scan's folder, beside its session record."""
     return f"sub-{subject}_ses-{session}_{modality}_qc.json"

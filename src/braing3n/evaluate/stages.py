@@ -15,7 +15,7 @@ import torch
 
 from braing3n.config import aekl_bottleneck
 from braing3n.evaluate import compare, guidance, tasks
-from braing3n.paths import Layout
+from braing3n.paths import Layout, model_dir_for
 from braing3n.provenance import provenance, read_table, write_parquet, write_table
 
 
@@ -48,20 +48,9 @@ def _atomic_npz(path: Path, **arrays) -> None:
     tmp.replace(path)
 
 
-def model_dir_of(config: dict, name: str) -> str:
-    """The model folder a stage reads, as the workflow's rules declare it: ``generate.model_dir`` /
-    ``long_model_dir`` / ``tokenizer_dir`` when set (a generator or tokenizer trained elsewhere),
-    else ``{results}/models/{dit,dit_long,decoder}``."""
-    from braing3n.generate.cli import resolve_dirs
-
-    key = {"dit": "model_dir", "dit_long": "long_model_dir", "decoder": "model_dir"}[name]
-    model, tokenizer = resolve_dirs(config, key, name if name != "decoder" else "dit")
-    return tokenizer if name == "decoder" else model
-
-
 def mae_config_of(config: dict) -> dict | None:
     """The trained tokenizer's MAE architecture (for the random floor), when the decoder folder exists."""
-    cfg = Path(model_dir_of(config, "decoder")) / "config.json"
+    cfg = Path(model_dir_for(config, "decoder")) / "config.json"
     return json.loads(cfg.read_text())["model"]["mae"] if cfg.exists() else None
 
 
@@ -179,7 +168,7 @@ def run_guidance(config: dict, out_table: str, out_figure: str, out_samples: str
 
     ev, g = config["evaluate"], config["evaluate"]["guidance"]  # cross-key rules: config.check_cross_keys
     lay = layout(config)
-    gen = load_generator(model_dir_of(config, "dit"), device_of(config))
+    gen = load_generator(model_dir_for(config, "dit"), device_of(config))
     real, lat = real_latents(config)
     columns = {**CATEGORICAL_COLUMNS, **CONTINUOUS_COLUMNS}
     fixed = dict(g.get("fixed") or {})
@@ -225,7 +214,7 @@ def _mosaic(config: dict, samples: pd.DataFrame, gen_lat: np.ndarray, path: str,
     from braing3n.generate.volumes import decode_latents, save_mosaic
     from braing3n.tokenizer import load_tokenizer
 
-    tok = load_tokenizer(model_dir_of(config, "decoder"), device_of(config))
+    tok = load_tokenizer(model_dir_for(config, "decoder"), device_of(config))
     sel = samples[samples["cfg_scale"] == float(ev["fid"]["cfg_scale"])].drop_duplicates(["condition", "value"])
     vols = decode_latents(tok, torch.from_numpy(gen_lat[sel.index.to_numpy()]))
     save_mosaic(list(vols), path, titles=[f"{c}={v}" for c, v in zip(sel["condition"], sel["value"], strict=True)])
@@ -272,7 +261,7 @@ def run_fid(config: dict, samples_path: str, out_table: str) -> None:
 
     ev, f = config["evaluate"], config["evaluate"]["fid"]
     dev = device_of(config)
-    tok = load_tokenizer(model_dir_of(config, "decoder"), dev)
+    tok = load_tokenizer(model_dir_for(config, "decoder"), dev)
     med = ev["encoders"].get("medicalnet", {})
     if f["extractor"] == "medicalnet" or (f["extractor"] == "auto" and med.get("weights")):
         net = build_encoder("medicalnet", med, seed=config["seed"]).to(dev)
@@ -364,8 +353,8 @@ def run_longitudinal(config: dict, out_table: str, out_pairs_table: str) -> None
 
     ev, lo = config["evaluate"], config["evaluate"]["longitudinal"]
     lay, dev = layout(config), device_of(config)
-    gen = load_generator(model_dir_of(config, "dit_long"), dev)
-    tok = load_tokenizer(model_dir_of(config, "decoder"), dev)
+    gen = load_generator(model_dir_for(config, "dit_long"), dev)
+    tok = load_tokenizer(model_dir_for(config, "decoder"), dev)
     real, lat = real_latents(config)
     pairs_set = join_pairs(pd.read_parquet(lay.pairs), real, real["scan_id"].to_numpy(), lat, splits=None,
                            source=lay.pairs)

@@ -43,8 +43,9 @@ def probe_columns(manifest: pd.DataFrame, scan_ids: np.ndarray, feats: np.ndarra
 def run_tokenizers(config: dict, aekl_dirs: list[str], out: str) -> None:
     from braing3n.data.loader import VolumeDataset, zscore
     from braing3n.data.store import read_index
-    from braing3n.evaluate.stages import cohorts, device_of, layout, model_dir_of, read_manifest, real_latents
+    from braing3n.evaluate.stages import cohorts, device_of, layout, read_manifest, real_latents
     from braing3n.models.aekl import encode_tokens, load_aekl
+    from braing3n.paths import model_dir_for
     from braing3n.provenance import provenance, write_table
     from braing3n.tokenizer import load_tokenizer
 
@@ -82,7 +83,7 @@ def run_tokenizers(config: dict, aekl_dirs: list[str], out: str) -> None:
         return {k: float(np.mean([m[k] for m in metrics])) for k in ("l1", "psnr", "ssim")} if metrics else {}
 
     rows = []
-    tok = load_tokenizer(model_dir_of(config, "decoder"), dev)
+    tok = load_tokenizer(model_dir_for(config, "decoder"), dev)
     real, lat = real_latents(config)
     c = lat.shape[2]
     row = {"tokenizer": "mae", "dims_per_position": c, "positions": lat.shape[1], "latent_numbers": lat.shape[1] * c,

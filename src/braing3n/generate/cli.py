@@ -22,18 +22,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from braing3n.paths import Layout
+from braing3n.paths import model_dir_for
 
 CONDITION_ARGS = ("disease", "sex", "modality", "site", "idh", "age")
 DEFAULTS = {"n": 8, "cfg_scale": 2.0, "steps": 50, "solver": "heun", "batch_size": 16}
 
 
-def resolve_dirs(config: dict | None, model_key: str, model_name: str) -> tuple[str | None, str | None]:
-    """(model dir, tokenizer dir) from the generate section, falling back to the results layout."""
+def resolve_dirs(config: dict | None, model_name: str) -> tuple[str | None, str | None]:
+    """(model dir, tokenizer dir) of a sampling command (``braing3n.paths.model_dir_for``)."""
     if config is None:
         return None, None
-    gen, lay = config.get("generate", {}), Layout(config.get("results", "results"))
-    return (gen.get(model_key) or lay.model_dir(model_name), gen.get("tokenizer_dir") or lay.model_dir("decoder"))
+    return model_dir_for(config, model_name), model_dir_for(config, "decoder")
 
 
 def load_tokenizer(tokenizer_dir: str, device: str):
@@ -137,7 +136,7 @@ def main(argv: list[str]) -> int:
         print(f"braing3n generate: {exc}", file=sys.stderr)
         return 2
     gen_cfg = {**DEFAULTS, **((config or {}).get("generate", {}))}
-    model_dir, tok_dir = resolve_dirs(config, "model_dir", "dit")
+    model_dir, tok_dir = resolve_dirs(config, "dit")
     model_dir, tok_dir = args.model_dir or model_dir, args.tokenizer_dir or tok_dir
     if model_dir is None or (tok_dir is None and not args.no_decode):
         print("braing3n generate: give --configfile, or --model-dir and --tokenizer-dir", file=sys.stderr)

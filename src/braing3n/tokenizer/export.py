@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--model-dir", default=None, help="tokenizer folder (default {results}/models/decoder)")
     args = p.parse_args(argv)
     from braing3n.config import load_configs
-    from braing3n.paths import Layout
+    from braing3n.paths import Layout, model_dir_for
     from braing3n.tokenizer.api import load_tokenizer
 
     config = load_configs(args.configfile)
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
     dec = config["train"]["decoder"]
     try:
         index = read_index([layout.store_index(args.cohort)])
-        model_dir = args.model_dir or config.get("generate", {}).get("tokenizer_dir") or layout.model_dir("decoder")
+        model_dir = args.model_dir or model_dir_for(config, "decoder")
         tok = load_tokenizer(model_dir, config.get("device", "auto"))
     except FileNotFoundError as exc:
         print(f"braing3n export: {exc}", file=sys.stderr)

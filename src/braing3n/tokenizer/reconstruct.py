@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--nifti-dir", default=None, help="default {results}/reconstructions")
     args = p.parse_args(argv)
     from braing3n.config import load_configs
-    from braing3n.paths import Layout
+    from braing3n.paths import Layout, model_dir_for
     from braing3n.provenance import provenance, write_table
     from braing3n.tokenizer.api import load_tokenizer
 
@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
             raise FileNotFoundError(f"{layout.manifest}: manifest not found; it defines the held-out split")
         index = select_split(read_index([layout.store_index(c) for c in cohorts]), layout.manifest,
                              [dec["eval_split"]])
-        model_dir = args.model_dir or config.get("generate", {}).get("tokenizer_dir") or layout.model_dir("decoder")
+        model_dir = args.model_dir or model_dir_for(config, "decoder")
         tok = load_tokenizer(model_dir, config.get("device", "auto"))
     except (FileNotFoundError, ValueError) as exc:
         print(f"braing3n reconstruct: {exc}", file=sys.stderr)
