@@ -84,7 +84,7 @@ def read_scan(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     return img, data
 
 
-def on_atlas_grid(img: nib.Nifti1Image) -> np.ndarray | None:
+def on_atlas_grid(img: nib.Nifti1Image, data: np.ndarray) -> np.ndarray | None:
     """The voxels on the SRI24 LPS grid when the image already covers it voxel for voxel in any
     axis order (e.g. an atlas-space scan saved as RAS by another tool): a lossless reorientation,
     as the store does. None otherwise (then it is a raw scan)."""
@@ -93,19 +93,17 @@ def on_atlas_grid(img: nib.Nifti1Image) -> np.ndarray | None:
     if sorted(img.shape[:3]) != sorted(SHAPE):
         return None
     try:
-        return np.asarray(to_lps_grid(img), dtype=np.float32)
+        return to_lps_grid(nib.Nifti1Image(data, img.affine))  # the voxels read_scan has read already
     except ValueError:
         return None
 
 
 def load_baseline(path: Path, work_dir: Path, config: dict | None) -> np.ndarray:
     """Atlas-grid float32 volume; raw scans run through the preprocessing chain into work_dir."""
-    img, _ = read_scan(path)
-    grid = on_atlas_grid(img)
+    grid = on_atlas_grid(*read_scan(path))
     if grid is None:
         path = preprocess_raw_t1(path, work_dir, config)
-        img, _ = read_scan(path)
-        grid = on_atlas_grid(img)
+        grid = on_atlas_grid(*read_scan(path))
         if grid is None:
             raise ValueError(f"{path}: preprocessing did not produce an SRI24 atlas-space volume")
     return grid
@@ -174,7 +172,7 @@ def main(argv: list[str]) -> int:
         print(f"braing3n forecast: {exc}", file=sys.stderr)
         return 2
     gen_cfg = (config or {}).get("generate", {})
-    model_dir, tok_dir = resolve_dirs(config, "long_model_dir", "dit_long")
+    model_dir, tok_dir = resolve_dirs(config, "dit_long")
     model_dir, tok_dir = args.model_dir or model_dir, args.tokenizer_dir or tok_dir
     if model_dir is None or tok_dir is None:
         print("braing3n forecast: give --configfile, or --model-dir and --tokenizer-dir", file=sys.stderr)
@@ -221,9 +219,8 @@ def run(baseline: Path, model_dir: str, tokenizer_dir: str, conditions: dict, ye
         raise ValueError(f"--years {years}: the horizon must be a finite number of years >= 0")
     if n < 1 or steps < 1:
         raise ValueError(f"--n {n}, --steps {steps}: each must be at least 1")
-    bad = {k: v for k, v in conditions.items() if k == "age" and not np.isfinite(float(v))}
-    if bad:
-        raise ValueError(f"{bad}: a continuous condition must be a finite number")
+    if "age" in conditions and not np.isfinite(float(conditions["age"])):
+        raise ValueError(f"--age {conditions['age']}: the age must be a finite number")
     out = check_out_dir(out, inputs=(baseline,))  # before the slow part, never deleting a user's folder
     gen = load_generator(model_dir, device)
     if gen.kind != "dit_long":
