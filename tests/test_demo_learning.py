@@ -136,11 +136,11 @@ def test_probes_recover_sex_age_and_severity_above_chance_without_losing_to_the_
 # `make demo` (preprocessed scans) wins on CDR-SB on some trainings and ties on others (p = 0.004, 0.078,
 # 0.008 from scratch), and ties with 28 memory-clinic subjects instead of 14 (CDR-SB r 0.54 vs 0.58,
 # p = 0.62; age 0.81 vs 0.77, p = 0.17): not yet the stable win this row asks for.
-@pytest.mark.xfail(strict=True, reason="issue #7: the pipeline is sound, the CPU training budget is the limit - "
-                                       "the demo's tiny MAE (1,000 CPU steps) reads the planted effects no better "
-                                       "than its untrained twin (2026-11-28: age r 0.70 vs 0.56, CDR-SB r 0.44 vs "
-                                       "0.42, sex AUROC 1.00 both). Expected to pass with a GPU-trained MAE: "
-                                       "`make test-demo OVERLAY=config/demo_gpu.yaml`")
+@pytest.mark.xfail(strict=True, reason="known limitation (issue #7), not a fault of your install: on CPU the "
+                                       "demo's tiny MAE (1,000 steps) reads the planted effects only as well as its "
+                                       "untrained twin (age r 0.70 vs 0.56, CDR-SB r 0.44 vs 0.42, sex AUROC 1.00 "
+                                       "both); every other check of this run must pass. A GPU-trained MAE should win: "
+                                       "`make test-demo OVERLAY=config/demo_gpu.yaml` (an XPASS there lifts this mark)")
 def test_mae_beats_the_random_floor_on_a_planted_effect(chain):
     row = _row(chain[1], "mae beats random_vit")
     assert row["passed"], row["detail"]
