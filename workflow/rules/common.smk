@@ -8,7 +8,7 @@ import yaml
 
 from braing3n.config import SPEED_ONLY_KEYS, SPEED_ONLY_TRAIN_KEYS
 from braing3n.metadata.discover import discover_scans, load_mapping
-from braing3n.paths import Layout
+from braing3n.paths import Layout, model_dir_for
 
 R = config["results"]
 L = Layout(R)

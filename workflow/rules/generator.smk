@@ -5,8 +5,8 @@
 import json
 
 GEN = config["generate"]
-DIT_DIR = GEN["model_dir"] or L.model_dir("dit")
-DIT_LONG_DIR = GEN["long_model_dir"] or L.model_dir("dit_long")
+DIT_DIR = model_dir_for(config, "dit")  # generate.model_dir, else {results}/models/dit
+DIT_LONG_DIR = model_dir_for(config, "dit_long")
 # TOKENIZER_DIR: tokenizer.smk (export, reconstruct and sampling share it)
 EMBEDDINGS = [f"{R}/embeddings/{c}.npz" for c in COHORTS]
 DIT_LAUNCH = LAUNCH  # all GPUs of the allocation (DDP); defined in common.smk

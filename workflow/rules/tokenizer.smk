@@ -9,7 +9,7 @@ MAE_DIR = TRAIN["decoder"]["mae_dir"] or L.model_dir("mae")
 DECODER_DIR = L.model_dir("decoder")
 # the tokenizer that exports the latents, is scored, and decodes samples: the one trained here, or
 # generate.tokenizer_dir (one trained elsewhere); one folder, so latents and decoder always match
-TOKENIZER_DIR = config.get("generate", {}).get("tokenizer_dir") or DECODER_DIR
+TOKENIZER_DIR = model_dir_for(config, "decoder")
 
 
 def _settings(*keys):
