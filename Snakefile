@@ -1,12 +1,16 @@
 # BrainG3N: raw brain MRI -> SRI24 atlas space -> MAE tokenizer -> flow-matching DiT -> reports.
-#   snakemake --profile profiles/local --configfile config/demo.yaml all     (laptop / CI)
-#   snakemake --profile profiles/slurm --configfile config/config.yaml all   (cluster)
+#   snakemake --profile local --configfile config/demo.yaml all   (laptop / CI: the demo)
+#   snakemake --profile slurm all                                  (cluster: config/config.yaml)
+# `local` and `slurm` at the repository root are links to profiles/local and profiles/slurm, so
+# Snakemake's profile lookup (a name is searched in the working directory first) finds them.
 # Rules are thin: each names inputs/outputs/resources/log and calls the `braing3n` CLI.
 import gc
+import os
+import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from braing3n.config import check_cross_keys
+from braing3n.config import ConfigError, load_schema, validate_config
 
 min_version("9.0")
 
@@ -32,8 +36,13 @@ if not workflow.configfiles:
     config.update(_template)
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-check_cross_keys(config, " + ".join(map(str, workflow.configfiles)) or "config/config.yaml")
+# A config error is one line naming the file and the key, before any job (schema, cross-key rules
+# here; cohort roots, scans and spreadsheets in common.smk): sys.exit prints just the message.
+CONFIG_SOURCE = " + ".join(map(str, workflow.configfiles)) or "config/config.yaml"
+try:
+    validate_config(config, CONFIG_SOURCE, load_schema(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")))
+except ConfigError as exc:
+    sys.exit(str(exc))
 
 
 include: "workflow/rules/common.smk"

@@ -142,9 +142,49 @@ def test_misspelt_evaluate_names_are_refused_not_silently_skipped():
         validate_config(cfg)
 
 
-def test_results_path_with_whitespace_is_refused():
-    # it is part of every job's shell command (config file, outputs, logs)
+# every path-valued key: (dotted key, setter on the demo config)
+PATH_KEYS = {
+    "results": lambda c, v: c.update(results=v),
+    "cohorts.phantommem.root": lambda c, v: c["cohorts"]["phantommem"].update(root=v),
+    "cohorts.phantommem.mapping": lambda c, v: c["cohorts"]["phantommem"].update(mapping=v),
+    "preprocess.hdbet.v2_checkpoint": lambda c, v: c["preprocess"].setdefault("hdbet", {}).update(v2_checkpoint=v),
+    "train.decoder.mae_dir": lambda c, v: c["train"]["decoder"].update(mae_dir=v),
+    "generate.model_dir": lambda c, v: c["generate"].update(model_dir=v),
+    "generate.long_model_dir": lambda c, v: c["generate"].update(long_model_dir=v),
+    "generate.tokenizer_dir": lambda c, v: c["generate"].update(tokenizer_dir=v),
+    "evaluate.probes_panel": lambda c, v: c["evaluate"].update(probes_panel=v),
+    "evaluate.encoders.medicalnet.weights": lambda c, v: c["evaluate"].setdefault("encoders", {}).update(
+        medicalnet={"weights": v}),
+}
+
+
+@pytest.mark.parametrize("key", sorted(PATH_KEYS))
+@pytest.mark.parametrize("bad", ["/x/a\nb", "/x/a\tb", "/x/a\rb", "/x/a\x1bb", "/x/{cohort}/b"])
+def test_a_path_key_with_a_control_character_or_brace_is_one_line_naming_the_key(key, bad):
+    # a newline would end a job's shell line; braces are Snakemake wildcards
     cfg = _demo()
-    cfg["results"] = "my results/demo"
-    with pytest.raises(ConfigError, match=r"invalid config at 'results': 'my results/demo' does not match"):
+    PATH_KEYS[key](cfg, bad)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, source="my.yaml")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"my.yaml: invalid config at '{key}': {bad!r} holds a control")
+
+
+@pytest.mark.parametrize("key", sorted(PATH_KEYS))
+def test_a_path_key_with_shell_syntax_is_a_valid_literal_path(key):
+    # quoted wherever it reaches a shell (tests/test_workflow.py runs jobs with such paths)
+    cfg = _demo()
+    odd = "/x/my results/a'b\"c $(touch x) `id`;d&&e|f"
+    PATH_KEYS[key](cfg, odd)
+    validate_config(cfg)
+    where = cfg
+    for part in key.split("."):
+        where = where[part]
+    assert where == odd
+
+
+def test_a_cohort_name_that_is_not_a_label_is_refused():
+    cfg = _demo()
+    cfg["cohorts"]["a;b"] = cfg["cohorts"].pop("phantommem")
+    with pytest.raises(ConfigError, match=r"invalid config at 'cohorts': 'a;b' does not match"):
         validate_config(cfg)

@@ -29,6 +29,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 
+# the schema's pattern of every path-valued key (results, cohort roots and mappings, model folders,
+# weights): no control characters, no braces; the rules quote the rest where it reaches a shell
+PATH_PATTERN_HEAD = "^[^\\x00-\\x1f\\x7f{}]"
+
+
 class ConfigError(ValueError):
     """A config file that does not match the schema."""
 
@@ -59,6 +64,9 @@ def validate_config(config: dict, source: str = "config", schema: dict | None = 
     if errors:
         e = errors[0]
         where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        if e.validator == "pattern" and e.validator_value.startswith(PATH_PATTERN_HEAD):
+            raise ConfigError(f"{source}: invalid config at '{where}': {e.instance!r} holds a control character "
+                              "(newline, tab, ...) or a brace; a path may not (braces are Snakemake wildcards)")
         raise ConfigError(f"{source}: invalid config at '{where}': {e.message}")
     check_cross_keys(config, source)
     return config
@@ -99,6 +107,31 @@ def check_cross_keys(config: dict, source: str = "config") -> None:
     if both:
         raise ConfigError(f"{source}: evaluate.guidance: {both} both fixed and swept; a condition is either "
                           f"held (guidance.fixed) or requested at several values (guidance.conditions)")
+
+
+def check_cohort(name: str, spec: dict, mapping: dict, scans: list, source: str = "config") -> None:
+    """A real (not phantom) cohort that would give a run over nothing: its root missing, no file
+    matching the mapping's scan pattern, none of its clinical spreadsheets, or scans without any T1
+    (every other modality is registered through its session's T1). Raised at parse time, before any
+    job, as one line naming the cohort key. Phantom cohorts are written by their rule: not checked."""
+    from braing3n.metadata.mapping import resolve_paths
+
+    key, root = f"cohorts.{name}", Path(spec["root"])
+    if not root.is_dir():
+        raise ConfigError(f"{source}: {key}.root: {root} does not exist (or is not a folder); point it at the "
+                          f"cohort's download or set {key}.enabled: false")
+    if not scans:
+        raise ConfigError(f"{source}: {key}: no file under {root} matches the scan pattern "
+                          f"{mapping['scans']['pattern']!r} of {spec['mapping']}")
+    tables = mapping.get("tables") or []
+    if tables and not any(resolve_paths(root, t["path"]) for t in tables):
+        wanted = ", ".join(str(p) for t in tables for p in (t["path"] if isinstance(t["path"], list) else [t["path"]]))
+        raise ConfigError(f"{source}: {key}: none of the clinical spreadsheets of {spec['mapping']} is under "
+                          f"{root} (looked for {wanted})")
+    if not any(s.modality == "T1" for s in scans):
+        found = sorted({s.modality for s in scans})
+        raise ConfigError(f"{source}: {key}: {len(scans)} scans under {root} but no T1 in any session (found "
+                          f"{', '.join(found)}); each session's other modalities are registered through its T1")
 
 
 def aekl_bottleneck(evaluate: dict) -> int:

@@ -6,8 +6,9 @@ import sys
 
 import yaml
 
-from braing3n.config import SPEED_ONLY_KEYS, SPEED_ONLY_TRAIN_KEYS
-from braing3n.metadata.discover import discover_scans, load_mapping
+from braing3n.config import SPEED_ONLY_KEYS, SPEED_ONLY_TRAIN_KEYS, ConfigError, check_cohort
+from braing3n.metadata.discover import discover_scans
+from braing3n.metadata.mapping import load_cohort_mapping
 from braing3n.paths import Layout, model_dir_for
 
 R = config["results"]
@@ -30,11 +31,13 @@ _BIN = "" if _conda_envs() or shutil.which("braing3n") else os.path.dirname(sys.
 BRAING3N = shlex.quote(os.path.join(_BIN, "braing3n")) if _BIN else "braing3n"  # a venv path may hold spaces
 PYTHON = shlex.quote(os.path.join(_BIN, "python")) if _BIN else "python"
 # Training runs through the launcher: DDP over every GPU of the job's allocation (docs/slurm.md).
-LAUNCH = f"{PYTHON} -m braing3n.train.launch --"
+# train.nproc_per_node fixes the process count (e.g. 2 CPU processes over gloo on a CPU-only node).
+_NPROC = config["train"].get("nproc_per_node")
+LAUNCH = f"{PYTHON} -m braing3n.train.launch" + (f" --nproc-per-node {int(_NPROC)}" if _NPROC else "") + " --"
 # Snakemake empties a job's log before each attempt, so a retried or requeued training job would
 # lose the error that ended the attempt before: on failure the log is copied beside itself, named
 # by the time (`<log>.failed-YYYYmmddTHHMMSS`), and the exit status kept. Appended to a shell line.
-KEEP_FAILED_LOG = " || {{ s=$?; cp {log} {log}.failed-$(date +%Y%m%dT%H%M%S) || true; exit $s; }}"
+KEEP_FAILED_LOG = " || {{ s=$?; cp {log:q} {log:q}.failed-$(date +%Y%m%dT%H%M%S) || true; exit $s; }}"
 
 
 def _effective_config_file():
@@ -56,7 +59,9 @@ def _effective_config_file():
     return path
 
 
-CONFIGFILES = f"--configfile {_effective_config_file()}"
+# every value below that reaches a shell line is quoted for it (shlex.quote here, `{x:q}` in the
+# rules): a results or cohort path may hold $(...), backticks, quotes, ; & |
+CONFIGFILES = f"--configfile {shlex.quote(_effective_config_file())}"
 
 def workdir_path(path):
     """``path`` relative to the working directory when it lies under it (the shipped atlas under
@@ -89,9 +94,20 @@ def _scans(cohort):
         from braing3n.phantom.plan import plan_cohort
 
         return plan_cohort(cohort, spec, config).scans
+    try:
+        mapping = load_cohort_mapping(spec["mapping"])
+    except OSError as exc:
+        sys.exit(f"{CONFIG_SOURCE}: cohorts.{cohort}.mapping: cannot read {spec['mapping']}: {exc.strerror}")
+    except ValueError as exc:
+        sys.exit(f"{CONFIG_SOURCE}: cohorts.{cohort}.mapping: {exc}")
     # duplicates=[]: two files with one scan_id keep the first (path order) instead of failing the
     # whole DAG; `braing3n harmonise` lists the extra file in the cohort's issues report.
-    return discover_scans(cohort, load_mapping(spec["mapping"]), spec["root"], duplicates=[])
+    scans = discover_scans(cohort, mapping, spec["root"], duplicates=[])
+    try:  # a missing root, no matching file, no spreadsheet, no T1: one line, before any job
+        check_cohort(cohort, spec, mapping, scans, CONFIG_SOURCE)
+    except ConfigError as exc:
+        sys.exit(str(exc))
+    return scans
 
 
 SCANS = {c: _scans(c) for c in COHORTS}

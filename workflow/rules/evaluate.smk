@@ -74,8 +74,8 @@ rule embed_baseline:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{BRAING3N} evaluate embed {EV_CONFIGFILES} --encoder {wildcards.encoder} --cohort {wildcards.cohort} "
-        "--out {output} > {log} 2>&1"
+        "{BRAING3N} evaluate embed {EV_CONFIGFILES} --encoder {wildcards.encoder:q} --cohort {wildcards.cohort:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule probes:
@@ -97,8 +97,8 @@ rule probes:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{BRAING3N} evaluate probes {EV_CONFIGFILES} --encoder {wildcards.encoder} "
-        "--embeddings {input.embeddings} --out {output.table} --predictions {output.predictions} > {log} 2>&1"
+        "{BRAING3N} evaluate probes {EV_CONFIGFILES} --encoder {wildcards.encoder:q} "
+        "--embeddings {input.embeddings:q} --out {output.table:q} --predictions {output.predictions:q} > {log:q} 2>&1"
 
 
 rule compare_encoders:
@@ -111,6 +111,7 @@ rule compare_encoders:
         figure=report(L.figure("probes"), category="Linear probes"),
     params:
         settings=_ev_settings("n_boot", "reference_encoder"),
+        reference=EV["reference_encoder"],
     log:
         f"{R}/logs/evaluate/compare.log",
     resources:
@@ -119,9 +120,9 @@ rule compare_encoders:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{BRAING3N} evaluate compare {EV_CONFIGFILES} --reference {EV[reference_encoder]} "
-        "--predictions {input.predictions} --probe-tables {input.tables} --out {output.table} "
-        "--summary {output.summary} --figure {output.figure} > {log} 2>&1"
+        "{BRAING3N} evaluate compare {EV_CONFIGFILES} --reference {params.reference:q} "
+        "--predictions {input.predictions:q} --probe-tables {input.tables:q} --out {output.table:q} "
+        "--summary {output.summary:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule guidance:
@@ -147,8 +148,8 @@ rule guidance:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{BRAING3N} evaluate guidance {EV_CONFIGFILES} --out {output.table} --figure {output.figure} "
-        "--samples {output.samples} --mosaic {output.mosaic} > {log} 2>&1"
+        "{BRAING3N} evaluate guidance {EV_CONFIGFILES} --out {output.table:q} --figure {output.figure:q} "
+        "--samples {output.samples:q} --mosaic {output.mosaic:q} > {log:q} 2>&1"
 
 
 rule fid:
@@ -174,7 +175,7 @@ rule fid:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{BRAING3N} evaluate fid {EV_CONFIGFILES} --samples {input.samples} --out {output} > {log} 2>&1"
+        "{BRAING3N} evaluate fid {EV_CONFIGFILES} --samples {input.samples:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule memorisation:
@@ -195,8 +196,8 @@ rule memorisation:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{BRAING3N} evaluate memorisation {EV_CONFIGFILES} --samples {input.samples} --out {output.table} "
-        "--per-sample {output.per_sample} > {log} 2>&1"
+        "{BRAING3N} evaluate memorisation {EV_CONFIGFILES} --samples {input.samples:q} --out {output.table:q} "
+        "--per-sample {output.per_sample:q} > {log:q} 2>&1"
 
 
 rule longitudinal:
@@ -221,8 +222,8 @@ rule longitudinal:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{BRAING3N} evaluate longitudinal {EV_CONFIGFILES} --out {output.table} --per-pair {output.per_pair} "
-        "> {log} 2>&1"
+        "{BRAING3N} evaluate longitudinal {EV_CONFIGFILES} --out {output.table:q} --per-pair {output.per_pair:q} "
+        "> {log:q} 2>&1"
 
 
 rule train_aekl:
@@ -246,8 +247,8 @@ rule train_aekl:
         "../envs/gpu.yaml"
     shell:
         # the bottleneck size reaches the train CLI as a one-key config overlay (later --configfile wins)
-        "printf 'train:\\n  aekl:\\n    latent_channels: {wildcards.k}\\n' > {output.overlay} && "
-        "{LAUNCH} {BRAING3N} train aekl {EV_CONFIGFILES} --configfile {output.overlay} --out {params.out} > {log} 2>&1"
+        "printf 'train:\\n  aekl:\\n    latent_channels: {wildcards.k}\\n' > {output.overlay:q} && "
+        "{LAUNCH} {BRAING3N} train aekl {EV_CONFIGFILES} --configfile {output.overlay:q} --out {params.out:q} > {log:q} 2>&1"
         + KEEP_FAILED_LOG
 
 
@@ -275,7 +276,7 @@ rule tokenizers:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{BRAING3N} evaluate tokenizers {EV_CONFIGFILES} --aekl {params.aekl} --out {output} > {log} 2>&1"
+        "{BRAING3N} evaluate tokenizers {EV_CONFIGFILES} --aekl {params.aekl:q} --out {output:q} > {log:q} 2>&1"
 
 
 EVALUATE_TARGETS = [

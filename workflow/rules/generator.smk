@@ -45,7 +45,7 @@ rule train_dit:
     conda:
         "../envs/gpu.yaml"
     shell:
-        f"{DIT_LAUNCH} {BRAING3N} train dit {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+        f"{DIT_LAUNCH} {BRAING3N} train dit {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1"
         + KEEP_FAILED_LOG
 
 
@@ -69,7 +69,7 @@ rule train_dit_long:
     conda:
         "../envs/gpu.yaml"
     shell:
-        f"{DIT_LAUNCH} {BRAING3N} train dit-long {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+        f"{DIT_LAUNCH} {BRAING3N} train dit-long {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1"
         + KEEP_FAILED_LOG
 
 
@@ -93,8 +93,8 @@ rule generate_arm:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{BRAING3N} generate {CONFIGFILES} --arm {wildcards.arm} --model-dir {params.model} "
-        "--tokenizer-dir {params.tokenizer} --out {output} > {log} 2>&1"
+        "{BRAING3N} generate {CONFIGFILES} --arm {wildcards.arm:q} --model-dir {params.model:q} "
+        "--tokenizer-dir {params.tokenizer:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule forecast_demo:
@@ -119,8 +119,8 @@ rule forecast_demo:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "{BRAING3N} forecast {CONFIGFILES} --baseline auto --model-dir {params.model} "
-        "--tokenizer-dir {params.tokenizer} --out {output} > {log} 2>&1"
+        "{BRAING3N} forecast {CONFIGFILES} --baseline auto --model-dir {params.model:q} "
+        "--tokenizer-dir {params.tokenizer:q} --out {output:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(expand(f"{R}/samples/{{arm}}", arm=list(GEN["arms"])))

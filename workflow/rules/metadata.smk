@@ -35,8 +35,8 @@ rule harmonise:
     conda:
         "../envs/cpu.yaml"
     shell:
-        f"{BRAING3N} harmonise {CONFIGFILES} --cohort {{wildcards.cohort}} "
-        "--out {output.partition} --issues {output.issues} > {log} 2>&1"
+        f"{BRAING3N} harmonise {CONFIGFILES} --cohort {{wildcards.cohort:q}} "
+        "--out {output.partition:q} --issues {output.issues:q} > {log:q} 2>&1"
 
 
 rule manifest:
@@ -57,8 +57,8 @@ rule manifest:
     conda:
         "../envs/cpu.yaml"
     shell:
-        f"{BRAING3N} manifest {CONFIGFILES} --partitions {{input.partitions}} --manifest {{output.manifest}} "
-        "--pairs {output.pairs} --summary {output.summary} --coverage {output.coverage} > {log} 2>&1"
+        f"{BRAING3N} manifest {CONFIGFILES} --partitions {{input.partitions:q}} --manifest {{output.manifest:q}} "
+        "--pairs {output.pairs:q} --summary {output.summary:q} --coverage {output.coverage:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS += [L.manifest, L.pairs, L.table("dataset_summary"), L.table("dataset_coverage")]

@@ -33,4 +33,4 @@ for _cohort, _plan in PHANTOM_COHORTS.items():
         conda:
             "../envs/cpu.yaml"
         shell:
-            f"{BRAING3N} phantom {CONFIGFILES} --cohort {{params.cohort}} > {{log}} 2>&1"
+            f"{BRAING3N} phantom {CONFIGFILES} --cohort {{params.cohort:q}} > {{log:q}} 2>&1"

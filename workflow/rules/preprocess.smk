@@ -62,8 +62,8 @@ rule preprocess_session:
         "../envs/cpu.yaml"
     shell:
         f"{BRAING3N} preprocess session {CONFIGFILES} --threads {{threads}} {{params.raws}} "
-        "--record {output.record} --cohort {wildcards.cohort} --subject {wildcards.subject} "
-        "--session {wildcards.session} > {log} 2>&1"
+        "--record {output.record:q} --cohort {wildcards.cohort:q} --subject {wildcards.subject:q} "
+        "--session {wildcards.session:q} > {log:q} 2>&1"
 
 
 rule qc_table:
@@ -83,8 +83,8 @@ rule qc_table:
     conda:
         "../envs/cpu.yaml"
     shell:
-        f"{BRAING3N} qc-table {CONFIGFILES} --cohort {{wildcards.cohort}} --out {{output.table}} "
-        "--records {input.records} > {log} 2>&1"
+        f"{BRAING3N} qc-table {CONFIGFILES} --cohort {{wildcards.cohort:q}} --out {{output.table:q}} "
+        "--records {input.records:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(L.qc_table(c) for c in COHORTS)

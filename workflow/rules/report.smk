@@ -3,7 +3,9 @@
 # Included last, so ALL_TARGETS already lists every other stage's products. `snakemake --report`
 # builds Snakemake's own HTML from the report()-wrapped outputs of evaluate.smk as well.
 
-REPORT_INPUTS = list(ALL_TARGETS)
+# report.needs: the products it waits for when only part of the pipeline is run; default all of them
+_NEEDS = config.get("report", {}).get("needs")
+REPORT_INPUTS = list(ALL_TARGETS) if _NEEDS is None else [f"{R}/{p}" for p in _NEEDS]
 
 
 rule report:
@@ -23,7 +25,7 @@ rule report:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "{BRAING3N} report {EV_CONFIGFILES} --out {output.html} > {log} 2>&1"
+        "{BRAING3N} report {EV_CONFIGFILES} --out {output.html:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS.append(f"{R}/report/index.html")

@@ -36,8 +36,8 @@ rule store:
     conda:
         "../envs/cpu.yaml"
     shell:
-        f"{BRAING3N} store {CONFIGFILES} --cohort {{wildcards.cohort}} --qc {{input.qc}} "
-        "--metadata {input.metadata} --workers {threads} --out {output} > {log} 2>&1"
+        f"{BRAING3N} store {CONFIGFILES} --cohort {{wildcards.cohort:q}} --qc {{input.qc:q}} "
+        "--metadata {input.metadata:q} --workers {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_mae:
@@ -59,7 +59,7 @@ rule train_mae:
     conda:
         "../envs/gpu.yaml"
     shell:
-        f"{LAUNCH} {BRAING3N} train mae {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+        f"{LAUNCH} {BRAING3N} train mae {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1"
         + KEEP_FAILED_LOG
 
 
@@ -83,7 +83,7 @@ rule train_decoder:
     conda:
         "../envs/gpu.yaml"
     shell:
-        f"{LAUNCH} {BRAING3N} train decoder {CONFIGFILES} --out {{params.out}} > {{log}} 2>&1"
+        f"{LAUNCH} {BRAING3N} train decoder {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1"
         + KEEP_FAILED_LOG
 
 
@@ -103,8 +103,8 @@ rule export:
     conda:
         "../envs/gpu.yaml"
     shell:
-        f"{BRAING3N} export {CONFIGFILES} --cohort {{wildcards.cohort}} --model-dir {TOKENIZER_DIR} "
-        "--out {output} > {log} 2>&1"
+        f"{BRAING3N} export {CONFIGFILES} --cohort {{wildcards.cohort:q}} --model-dir {shlex.quote(TOKENIZER_DIR)} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule reconstruct:
@@ -127,8 +127,8 @@ rule reconstruct:
     conda:
         "../envs/gpu.yaml"
     shell:
-        f"{BRAING3N} reconstruct {CONFIGFILES} --model-dir {TOKENIZER_DIR} --nifti-dir {R}/reconstructions "
-        "--out {output.table} > {log} 2>&1"
+        f"{BRAING3N} reconstruct {CONFIGFILES} --model-dir {shlex.quote(TOKENIZER_DIR)} --nifti-dir {shlex.quote(R + '/reconstructions')} "
+        "--out {output.table:q} > {log:q} 2>&1"
 
 
 ALL_TARGETS.extend(f"{R}/embeddings/{c}.npz" for c in COHORTS)
