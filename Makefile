@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/snakemake --profile profiles/local --configfile $(DEMO_CONFIGS) --cores $(CORES) all
+	$(BIN)/snakemake --profile local --configfile $(DEMO_CONFIGS) --cores $(CORES) all
 	@$(BIN)/braing3n report --where $(addprefix --configfile ,$(DEMO_CONFIGS))
 
 test: $(STAMP)
