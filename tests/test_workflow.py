@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -367,4 +371,54 @@ def test_a_newline_in_a_path_key_stops_with_one_line_naming_it(tmp_path):
         lines = _error_lines(out)
         assert out.returncode == 1 and len(lines) == 1, (key, lines)
         assert lines[0].startswith(f"{config}: invalid config at '{key}': ") and "holds a control character" in lines[0]
+    assert _canaries(canary) == []
+
+
+@pytest.mark.slow
+def test_real_jobs_of_every_rule_file_run_with_hostile_paths(tmp_path):
+    """Snakemake runs real jobs of each rule file on the hostile config: phantom synthesis, a session
+    (its one scan is no NIfTI: a failed record), QC table, harmonise, manifest; then, on an atlas-space
+    rendering of the phantom as QC input, store, MAE / decoder / DiT for one step through the launcher,
+    export, the MAE probe table and the report. Everything lands at the literal paths, no canary."""
+    import yaml
+
+    from braing3n.config import load_config
+    from braing3n.paths import Layout
+    from braing3n.phantom.atlas_space import write_atlas_space_cohort
+    from braing3n.phantom.plan import plan_cohort
+
+    config, evil, canary = _hostile_setup(tmp_path)
+    lay = Layout(str(evil / "results"))
+
+    def run(cfg_file, *targets, allowed=()):
+        cmd = [SNAKEMAKE, *targets, "--cores", "2", "--configfile", str(cfg_file), "--rerun-triggers", "mtime",
+               "input", *(["--allowed-rules", *allowed] if allowed else [])]
+        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+        return _job_counts(out.stdout + out.stderr)
+
+    counts = run(config, lay.qc_table("bad"), lay.manifest)
+    assert counts == {"phantom_ph": 1, "preprocess_session": 1, "qc_table": 1, "harmonise": 2, "manifest": 1}
+    qc = pd.read_parquet(lay.qc_table("bad"))
+    assert list(qc["status"]) == ["failed"] and "941_S_9999_bl_MPRAGE.nii.gz" in qc["reason"].iloc[0]
+    assert _canaries(canary) == []
+
+    # the phantom cohort's scans as the chain delivers them (skips ~2 core-min of N4 + HD-BET + ANTs)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["cohorts"]["bad"]["enabled"] = False
+    config2 = tmp_path / "hostile_ph.yaml"
+    config2.write_text(yaml.safe_dump(cfg))
+    full = load_config(config2)
+    atlas_qc = write_atlas_space_cohort(plan_cohort("ph", full["cohorts"]["ph"], full), evil / "results" / "atlas")
+    atlas_qc.to_parquet(lay.qc_table("ph"), index=False)
+
+    report, dit = str(evil / "results" / "report" / "index.html"), f"{lay.model_dir('dit')}/final.safetensors"
+    counts = run(config2, report, dit, allowed=("manifest", "store", "train_mae", "train_decoder", "export",
+                                                "probes", "train_dit", "report"))
+    assert counts == dict.fromkeys(("manifest", "store", "train_mae", "train_decoder", "export", "probes",
+                                    "train_dit", "report"), 1)
+    assert len(pd.read_parquet(lay.store_index("ph"))) == len(atlas_qc) == 2
+    assert np.load(evil / "results" / "embeddings" / "ph.npz")["scan_id"].shape == (2,)
+    assert Path(dit).is_file() and Path(lay.table("probes_mae")).is_file()
+    assert "probes_mae" in Path(report).read_text()
     assert _canaries(canary) == []
