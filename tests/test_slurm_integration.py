@@ -1,8 +1,9 @@
 """The real-SLURM integration (tests/slurm/run_integration.sh) as seen from `make test`.
 
 CI runs the script itself after `make test` (.ci/run, as root on Debian: it installs and starts a
-one-node cluster). Here it only runs when asked, because it preprocesses real-size phantom scans
-(minutes on 2 cores); without SLURM it is skipped and says so.
+one-node cluster) and runs a demo-sized chain through `snakemake --profile slurm` (preprocessing to
+the report, training under the DDP launcher). Here it only runs when asked, because it takes
+minutes on 2 cores; without SLURM it is skipped and says so.
 """
 
 from __future__ import annotations
