@@ -1,5 +1,5 @@
 # BrainG3N: raw brain MRI -> SRI24 atlas space -> MAE tokenizer -> flow-matching DiT -> reports.
-#   snakemake --profile local --configfile config/demo.yaml all   (laptop / CI: the demo)
+#   snakemake --profile local all --configfile config/demo.yaml   (laptop / CI: the demo)
 #   snakemake --profile slurm all                                  (cluster: config/config.yaml)
 # `local` and `slurm` at the repository root are links to profiles/local and profiles/slurm, so
 # Snakemake's profile lookup (a name is searched in the working directory first) finds them.
