@@ -380,3 +380,25 @@ def test_sigterm_ends_a_scan_stuck_in_ants_within_5_s_and_removes_its_files(tmp_
     assert took < 5.0, took
     assert proc.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err and err.count("\n") == 1
     assert files(folder) == []  # temp folder, records and products all gone
+
+
+def test_real_head_with_fill_background_and_outliers_matches_the_zero_background_head(shared_data, tmp_path):
+    """IXI174 (2 mm) as stored vs as int16 with a -32768 background and 20 extreme voxels: the
+    old code offset the second by +32769 and rejected it ("registration to SRI24 failed")."""
+    img = nib.load(str(shared_data / "ixi-t1-2mm" / "IXI174-HH-1571_T1.nii.gz"))
+    d = np.round(np.asanyarray(img.dataobj)).astype(np.float32)
+    odd = np.where(d == 0, -32768, d).astype(np.int16)
+    idx = np.random.default_rng(0).choice(np.flatnonzero(d > 300), 20, replace=False)
+    odd.flat[idx[:10]], odd.flat[idx[10:]] = 32767, -32767
+    cfg = {"preprocess": {}, "seed": 0}
+    outs = []
+    for name, data in (("zero", d), ("odd", odd)):
+        raw = save(tmp_path, f"{name}.nii.gz", data, img.affine)
+        rec = tmp_path / name / "sub-S1_ses-01_T1_qc.json"
+        out = process("t1", raw, str(rec), "coh", "S1", "01", "T1", cfg)
+        assert out["status"] == "ok", out["reason"]
+        outs.append(np.asanyarray(nib.load(str(rec.parent / out["outputs"]["volume"])).dataobj))
+    from braing3n.preprocess import qc
+
+    both = (outs[0] > 0) | (outs[1] > 0)
+    assert qc.ncc(outs[0], outs[1], both) >= 0.99

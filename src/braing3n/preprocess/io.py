@@ -97,9 +97,14 @@ def clean_intensities(data: np.ndarray) -> np.ndarray:
     data = np.array(data, dtype=np.float32)
     bg = border_background(data)
     if bg is not None and bg != 0.0:
-        labels, _ = ndimage.label(data == bg)
-        edge = np.unique(np.concatenate([np.take(labels, i, axis=a).ravel() for a in range(3) for i in (0, -1)]))
-        data[np.isin(labels, edge[edge > 0])] = 0.0
+        fill = data == bg
+        rest = data[~fill]
+        if rest.size and (bg < rest.min() or bg > rest.max()):
+            data[fill] = 0.0  # beyond every other value (-32768, 65535): no voxel of it is tissue
+        else:  # inside the tissue range: only where it is connected to the border
+            labels, _ = ndimage.label(fill)
+            edge = np.unique(np.concatenate([np.take(labels, i, axis=a).ravel() for a in range(3) for i in (0, -1)]))
+            data[np.isin(labels, edge[edge > 0])] = 0.0
     lo, hi = np.percentile(data, [0.1, 99.9])
     if hi > lo:  # a fence one full 0.1-99.9 range wide on each side: real tissue never reaches it
         np.clip(data, lo - (hi - lo), hi + (hi - lo), out=data)
