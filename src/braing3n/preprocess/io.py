@@ -1,4 +1,9 @@
-"""Robust NIfTI input: read, validate (one-line errors naming the file), reorient, hand to ANTs.
+"""Robust NIfTI input: read, validate (one-line errors naming the file), clean, reorient, hand to ANTs.
+
+Cleaning makes a valid head stored with an odd background or a few extreme voxels look like the
+same head with a zero background: a constant background value held by the field of view's border
+(int16 -32768, a large positive fill) is set to 0 where it is connected to the border, and values
+beyond a wide fence around the 0.1-99.9 percentiles are clipped (hot or dead voxels).
 
 Reorientation is a pure axis permutation/flip to the closest canonical (RAS) voxel order with
 the affine updated to match, so every voxel keeps its world position (an oblique scan stays
@@ -15,10 +20,14 @@ from pathlib import Path
 import ants
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
+
+from braing3n.preprocess.faults import stage
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MIN_VOXEL_MM, MAX_VOXEL_MM = 0.1, 10.0
 MIN_EXTENT_MM = 40.0  # a head is > 10 cm across; a smaller field of view is not a brain scan
+BORDER_BACKGROUND = 0.25  # a value held by >= this fraction of the border voxels is a fill value
 
 
 class ScanError(ValueError):
@@ -57,8 +66,14 @@ def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
     if abs(np.linalg.det(img.affine[:3, :3])) < 1e-6:
         raise ScanError(f"{path}: singular orientation matrix in the header")
     extent = zooms * np.array(data.shape)
-    if np.sort(extent)[-2] < MIN_EXTENT_MM:
-        raise ScanError(f"{path}: field of view {np.round(extent, 1).tolist()} mm is too small for a head")
+    if extent.min() < MIN_EXTENT_MM:  # every axis: a few thick slices are no head either
+        axis = int(np.argmin(extent))
+        raise ScanError(f"{path}: field of view {np.round(extent, 1).tolist()} mm is too small for a head "
+                        f"(axis {axis}: {data.shape[axis]} voxels of {zooms[axis]:.3g} mm; "
+                        f"a head needs >= {MIN_EXTENT_MM:g} mm along every axis)")
+    data = clean_intensities(data)
+    if float(data.max()) == float(data.min()):
+        raise ScanError(f"{path}: constant image once its background and outlier voxels are set aside")
     out = nib.as_closest_canonical(nib.Nifti1Image(data, img.affine))
     # Headers store the affine in float32: the same geometry written in two orientations differs
     # by ~1e-6 mm, and ANTs' seeded random metric sampling then takes another path. Snapping to
@@ -67,6 +82,33 @@ def load_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
     affine[:3, :3] = np.round(affine[:3, :3], 6)
     affine[:3, 3] = np.round(affine[:3, 3], 4)
     return nib.Nifti1Image(np.asanyarray(out.dataobj), affine)
+
+
+def border_background(data: np.ndarray) -> float | None:
+    """The value held by >= BORDER_BACKGROUND of the field of view's border voxels, if any."""
+    border = np.concatenate([np.take(data, i, axis=a).ravel() for a in range(3) for i in (0, -1)])
+    values, counts = np.unique(border, return_counts=True)
+    k = int(np.argmax(counts))
+    return float(values[k]) if counts[k] >= BORDER_BACKGROUND * border.size else None
+
+
+def clean_intensities(data: np.ndarray) -> np.ndarray:
+    """Fill-value background -> 0, extreme voxels clipped (see the module docstring); float32."""
+    data = np.array(data, dtype=np.float32)
+    bg = border_background(data)
+    if bg is not None and bg != 0.0:
+        fill = data == bg
+        rest = data[~fill]
+        if rest.size and (bg < rest.min() or bg > rest.max()):
+            data[fill] = 0.0  # beyond every other value (-32768, 65535): no voxel of it is tissue
+        else:  # inside the tissue range: only where it is connected to the border
+            labels, _ = ndimage.label(fill)
+            edge = np.unique(np.concatenate([np.take(labels, i, axis=a).ravel() for a in range(3) for i in (0, -1)]))
+            data[np.isin(labels, edge[edge > 0])] = 0.0
+    lo, hi = np.percentile(data, [0.1, 99.9])
+    if hi > lo:  # a fence one full 0.1-99.9 range wide on each side: real tissue never reaches it
+        np.clip(data, lo - (hi - lo), hi + (hi - lo), out=data)
+    return data
 
 
 def to_ants(img: nib.Nifti1Image) -> ants.ANTsImage:
@@ -86,6 +128,7 @@ def ants_affine(img: ants.ANTsImage) -> np.ndarray:
     return RAS_TO_LPS @ aff
 
 
+@stage("write")
 def save_ants(img: ants.ANTsImage, path: str | os.PathLike, dtype=np.float32) -> None:
     """Write an ANTs image as NIfTI (through nibabel so qform/sform codes are set)."""
     aff = ants_affine(img)
@@ -96,6 +139,7 @@ def save_ants(img: ants.ANTsImage, path: str | os.PathLike, dtype=np.float32) ->
     nib.save(out, str(path))
 
 
+@stage("read")
 def read_scan(path: str | os.PathLike) -> ants.ANTsImage:
     """Validated scan as an ANTs image in canonical voxel order."""
     return to_ants(load_nifti(path))

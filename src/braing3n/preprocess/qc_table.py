@@ -5,7 +5,8 @@ workflow passes: each lists its scans' records, which sit beside it).
 
 Outliers: robust z = 0.6745 (x - median) / MAD of brain volume and of atlas similarity, over the
 cohort's successful scans; |z| > preprocess.robust_z (3.5) is flagged. Failed scans are listed
-with their reasons (status "failed", `reason`).
+with their reasons (status "failed", `reason`) and, for an internal error, `crash_file` (the
+traceback beside the scan record).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import pandas as pd
 
 from braing3n.paths import SESSION_RECORD_SUFFIX
 
-COLUMNS = ["scan_id", "cohort", "subject", "session", "modality", "status", "reason", "hdbet",
-           "brain_volume_ml", "ncc_atlas", "nmi_atlas", "dice_atlas_mask", "nmi_t1_before", "nmi_t1_after",
-           "runtime_total_s", "volume", "brain_mask"]
+QC_KEYS = ["brain_volume_ml", "ncc_atlas", "nmi_atlas", "dice_atlas_mask", "nmi_t1_before", "nmi_t1_after"]
+COLUMNS = ["scan_id", "cohort", "subject", "session", "modality", "status", "reason", "crash_file", "hdbet",
+           *QC_KEYS, "runtime_total_s", "volume", "brain_mask"]
 OUTLIER_COLUMNS = ("brain_volume_ml", "nmi_atlas")
 
 
@@ -61,7 +62,9 @@ def read_records(paths: list[str]) -> pd.DataFrame:
         rows.append({"scan_id": rec["scan_id"], "cohort": rec["cohort"], "subject": rec["subject"],
                      "session": rec["session"], "modality": rec["modality"], "status": rec["status"],
                      "reason": rec.get("reason", ""), "hdbet": rec.get("hdbet", ""),
-                     **{k: q.get(k, np.nan) for k in COLUMNS[8:14]},
+                     # an internal error's traceback (preprocess/faults.py), beside the record
+                     "crash_file": str(Path(p).parent / rec["crash_file"]) if rec.get("crash_file") else "",
+                     **{k: q.get(k, np.nan) for k in QC_KEYS},
                      "runtime_total_s": (rec.get("runtime_s") or {}).get("total", np.nan),
                      "volume": str(Path(p).parent / out["volume"]) if "volume" in out else "",
                      "brain_mask": str(Path(p).parent / out["brain_mask"]) if "brain_mask" in out else ""})
@@ -140,7 +143,8 @@ def main(argv: list[str]) -> int:
         print(f"braing3n qc-table: records belong to {sorted(set(df['cohort']))}, not {args.cohort}", file=sys.stderr)
         return 1
     for _, r in df[df["status"] == "failed"].iterrows():
-        print(f"failed: {r['scan_id']}: {r['reason']}")
+        crash = f" (traceback: {r['crash_file']})" if r["crash_file"] else ""
+        print(f"failed: {r['scan_id']}: {r['reason']}{crash}")
     print(f"braing3n qc-table: {len(df)} scans, {int((df['status'] == 'failed').sum())} failed, "
           f"{int(df['outlier'].sum())} outliers -> {args.out}")
     return 0

