@@ -26,18 +26,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from braing3n.metadata.discover import load_mapping
+from braing3n.metadata.discover import load_mapping, mapping_path
 from braing3n.metadata.issues import HarmoniseError, IssueLog
 from braing3n.metadata.textio import check_encoding, load_csv
 
 NA_TOKENS = {"", "na", "n/a", "nan", "none", "null", "unknown", "not available", "-", "."}
 TABLE_KEYS = {"name", "path", "sep", "encoding", "subject", "session", "join", "skip_rows", "optional"}
-KEY_KEYS = {"column", "regex", "scan_regex", "values", "match", "tolerance", "date"}
+KEY_KEYS = {"column", "path_regex", "regex", "scan_regex", "values", "match", "tolerance", "date"}
 SESSION_FROM = {"subject", "session"}
 
 
 def load_cohort_mapping(path: str) -> dict:
     """Read and check a cohort mapping (scans + clinical sections); errors name the file and key."""
+    path = mapping_path(path)
     mapping = load_mapping(path)
     known = {"scans", "tables", "fields", "na_values", "description", "source"}
     extra = set(mapping) - known
@@ -67,6 +68,8 @@ def load_cohort_mapping(path: str) -> dict:
         for key in ("subject", "session"):
             if key in t and set(t[key]) - KEY_KEYS:
                 raise ValueError(f"{where}.{key}: unknown key(s) {sorted(set(t[key]) - KEY_KEYS)}")
+            if key in t and ("column" in t[key]) == ("path_regex" in t[key]):
+                raise ValueError(f"{where}.{key}: give exactly one of 'column' or 'path_regex'")
         names.append(t["name"])
     from braing3n.metadata.fields import DAYS_PER, FIELD_KEYS
 
@@ -148,6 +151,13 @@ def read_table(paths: list[Path], root: Path, spec: dict, na_values: set[str], l
 
 
 def _key_column(df: pd.DataFrame, spec: dict, table: str, file: str, log: IssueLog) -> pd.Series:
+    if "path_regex" in spec:  # the key is in the file's path (BIDS sub-01/sub-01_sessions.tsv)
+        keys = df["__file"].map(lambda f: (lambda m: m and m.group(1))(re.search(spec["path_regex"], f)))
+        keys = keys.map(lambda v: normalise_key(v, spec.get("regex"), spec.get("values"), spec.get("date", False)))
+        for i in df.index[keys.isna()]:
+            log.add("bad_key", "dropped", file=df.at[i, "__file"], row=df.at[i, "__row"], column="(file path)",
+                    value=df.at[i, "__file"], detail=f"path does not match path_regex {spec['path_regex']!r}")
+        return keys
     cols = spec["column"] if isinstance(spec["column"], list) else [spec["column"]]
     col = next((c for c in cols if c in df.columns), cols[0])  # a list: first that exists
     if col not in df.columns:
