@@ -3,6 +3,7 @@
 # manifest: all partitions -> training manifest, longitudinal pairs, dataset summary/coverage.
 import json
 
+from braing3n.metadata.discover import mapping_path
 from braing3n.metadata.mapping import clinical_files, load_cohort_mapping
 
 METADATA_ISSUES = R + "/metadata/issues/{cohort}.csv"
@@ -12,7 +13,7 @@ def metadata_inputs(wc):
     spec = COHORTS[wc.cohort]
     mapping = load_cohort_mapping(spec["mapping"])
     return {
-        "mapping": spec["mapping"],
+        "mapping": mapping_path(spec["mapping"]),  # `mapping: bids` = config/cohorts/bids.yaml
         "scans": [s.path for s in SCANS[wc.cohort]],
         # phantom cohorts: the spreadsheet the phantom rule will write; real cohorts: files on disk
         "clinical": clinical_files(mapping, spec["root"], declared="phantom" in spec),

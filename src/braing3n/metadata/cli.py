@@ -50,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    from braing3n.metadata.discover import mapping_path
     from braing3n.metadata.harmonise import harmonise_cohort, write_partition
     from braing3n.metadata.issues import HarmoniseError
 
@@ -69,7 +70,7 @@ def main(argv: list[str]) -> int:
         print(f"braing3n harmonise: {exc}", file=sys.stderr)
         return 1
     section = {"metadata": config.get("metadata", {}), "cohort": {args.cohort: spec},
-               "mapping_text": Path(mapping).read_text()}
+               "mapping_text": Path(mapping_path(mapping)).read_text()}
     prov = provenance(section, seed=settings.seed, scans=len(df), subjects=int(df["subject_id"].nunique()),
                       issues=len(log.issues))
     write_table(log.frame(), issues_csv, prov, markdown=False)

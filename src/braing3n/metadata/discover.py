@@ -1,6 +1,7 @@
 """Find a cohort's raw scans from the path pattern in its mapping YAML.
 
-The pattern names fields in braces, e.g.
+A bare ``mapping:`` name (``bids``) is a shipped ``config/cohorts/<name>.yaml``; ``scans.layout:
+bids`` reads any BIDS raw dataset (see ``braing3n.metadata.bids``). The pattern names fields in braces, e.g.
 ``sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_{modality}.nii.gz``.
 A field may repeat (it must then match the same text). ``scans.modalities`` maps the
 file's modality token to the canonical one (T1, T2, FLAIR, T1c); files whose token is
@@ -58,12 +59,39 @@ def bids_label(text: str) -> str:
     return label
 
 
+SHIPPED_MAPPINGS = Path(__file__).resolve().parents[3] / "config" / "cohorts"
+
+
+def mapping_path(name: str | os.PathLike) -> str:
+    """A cohort's ``mapping:`` as a file: a path as given, or a bare name (``bids``, ``ixi``) =
+    ``config/cohorts/<name>.yaml`` under the working directory, else the one shipped in this
+    checkout. A missing one raises ValueError listing the shipped names."""
+    text = str(name)
+    if os.path.isfile(text) or not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        return text
+    for folder in (Path("config/cohorts"), SHIPPED_MAPPINGS):
+        if (folder / f"{text}.yaml").is_file():
+            return str(folder / f"{text}.yaml")
+    shipped = ", ".join(sorted(p.stem for p in SHIPPED_MAPPINGS.glob("*.yaml")))
+    raise ValueError(f"cohort mapping {text!r} is neither a file nor a shipped mapping name ({shipped})")
+
+
 def load_mapping(path: str | os.PathLike) -> dict:
+    path = mapping_path(path)
     with open(path) as fh:
         mapping = yaml.safe_load(fh)
-    if not isinstance(mapping, dict) or "scans" not in mapping:
+    if not isinstance(mapping, dict) or not isinstance(mapping.get("scans"), dict):
         raise ValueError(f"{path}: cohort mapping must be a mapping with a 'scans' section")
+    layout = mapping["scans"].get("layout", "pattern")
+    if layout not in ("pattern", "bids"):
+        raise ValueError(f"{path}: scans.layout must be 'pattern' or 'bids', got {layout!r}")
+    if layout == "pattern" and "pattern" not in mapping["scans"]:
+        raise ValueError(f"{path}: scans needs a 'pattern' (or layout: bids)")
     return mapping
+
+
+def is_bids(mapping: dict) -> bool:
+    return mapping["scans"].get("layout") == "bids"
 
 
 def _literal(text: str) -> str:
@@ -103,8 +131,16 @@ def _candidates(root: Path, patterns: list[str], modality_map: dict) -> list[tup
     return out
 
 
+def _bids_candidates(root: Path, spec: dict, skipped: list | None) -> list[tuple[str, dict]]:
+    from braing3n.metadata.bids import discover
+
+    return [(path, {"subject": sub, "session": ses or None, "modality": mod})
+            for sub, ses, mod, path in discover(root, spec.get("prefer"), skipped)]
+
+
 def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike,
-                   duplicates: list[tuple[ScanRef, ScanRef]] | None = None) -> list[ScanRef]:
+                   duplicates: list[tuple[ScanRef, ScanRef]] | None = None,
+                   skipped: list[tuple[str, str]] | None = None) -> list[ScanRef]:
     """All scans under ``root`` matching the mapping's pattern, sorted by subject/session/modality.
 
     Two files with the same subject/session/modality labels raise ValueError, and so do two raw
@@ -113,16 +149,24 @@ def discover_scans(cohort: str, mapping: dict, root: str | os.PathLike,
     (path order) or the first spelling (path order: stable as files are added, unless a new
     spelling sorts first) is kept and each (kept, extra) pair is appended to it, so the caller
     can report the extra file.
+
+    ``scans.layout: bids`` reads a BIDS tree instead (``braing3n.metadata.bids``): one scan per
+    modality and session; every other NIfTI of an anat folder is appended to ``skipped`` as
+    (path, reason) when that list is given.
     """
     spec = mapping["scans"]
-    patterns = spec["pattern"] if isinstance(spec["pattern"], list) else [spec["pattern"]]
-    modality_map = {str(k): str(v) for k, v in spec.get("modalities", {m: m for m in MODALITIES}).items()}
     session_default = str(spec.get("session_default", "01"))
     root = Path(root)
+    if is_bids(mapping):
+        candidates = _bids_candidates(root, spec, skipped)
+        modality_map = {m: m for m in MODALITIES}
+    else:
+        patterns = spec["pattern"] if isinstance(spec["pattern"], list) else [spec["pattern"]]
+        modality_map = {str(k): str(v) for k, v in spec.get("modalities", {m: m for m in MODALITIES}).items()}
+        candidates = [(path, m.groupdict()) for path, m in _candidates(root, patterns, modality_map)]
     found: dict[tuple[str, str, str], ScanRef] = {}
     refs = []
-    for path, m in _candidates(root, patterns, modality_map):
-        fields = m.groupdict()
+    for path, fields in candidates:
         subject_raw = fields["subject"]
         session_raw = fields.get("session") or session_default
         refs.append(ScanRef(

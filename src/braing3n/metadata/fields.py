@@ -11,6 +11,7 @@ Field spec keys (all optional except one source):
                                           dates, days since the subject's first scan
   relative: true                          subtract the subject's smallest value (OASIS d0129)
   birth: COL                              age = column (a date) - birth (a date or a year)
+  optional: true                          a column no table has is `absent_column` (recorded), not bad input
   at_visit: true | absolute               age += days_from_baseline / 365.25 (age at baseline given);
                                           absolute: the days before making them relative (OASIS:
                                           age at entry + d0129)
@@ -30,7 +31,7 @@ from braing3n.metadata.mapping import resolve_column, text
 from braing3n.metadata.schema import FIELD_BY_NAME, check_value
 
 FIELD_KEYS = {"column", "from", "constant", "alleles", "values", "patterns", "unit", "relative", "birth",
-              "at_visit"}
+              "at_visit", "optional"}
 DAYS_PER = {"days": 1.0, "weeks": 7.0, "months": 30.4375, "years": 365.25}
 DEFAULT_PATTERNS = {
     "scanner_vendor": {r"(?i)siemens": "Siemens", r"(?i)\bge\b|general electric|^ge": "GE",
@@ -105,7 +106,8 @@ class FieldBuilder:
         if table not in self._origin:  # column -> dict lookups are ~10x faster than .at per cell
             files, rows = self.wide[f"{table}.__file"], self.wide[f"{table}.__row"]
             self._origin[table] = {
-                k: (str(f), str(int(r))) for k, f, r in zip(self.wide.index, files, rows, strict=True)
+                k: (str(f), "" if pd.isna(r) else str(int(r)))  # a JSON sidecar has no row
+                for k, f, r in zip(self.wide.index, files, rows, strict=True)
                 if isinstance(f, str)}
         where = self._origin[table].get(i)
         if where is None:
@@ -113,12 +115,16 @@ class FieldBuilder:
         self.sources[i][where[0]] = where[1]
         return where
 
-    def _column(self, name: str, refs) -> str | None:
+    def _column(self, name: str, refs, optional: bool = False) -> str | None:
         refs = refs if isinstance(refs, list) else [refs]
         for ref in refs:
             col = resolve_column(self.wide, str(ref), self.where)
             if col is not None:
                 return col
+        if optional:  # a generic mapping (BIDS) names columns a dataset may not have
+            self.log.add("absent_column", "nulled", file=self.where, column=" | ".join(map(str, refs)),
+                         detail=f"optional field {name!r}: no clinical table or sidecar has the column")
+            return None
         files = sorted({str(f) for c in self.wide.columns if c.endswith(".__file")
                         for f in self.wide[c].dropna().unique()})
         self.log.add("missing_column", "nulled", file=self.where, column=" | ".join(map(str, refs)),
@@ -143,7 +149,7 @@ class FieldBuilder:
             raw = self.wide[cols].apply(
                 lambda r: None if r.isna().any() else "".join(text(v) for v in r), axis=1)
         else:
-            src_col = self._column(name, spec.get("column"))
+            src_col = self._column(name, spec.get("column"), bool(spec.get("optional")))
             if src_col is None:
                 return out
             raw = self.wide[src_col].map(text)

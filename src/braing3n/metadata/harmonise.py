@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from braing3n.metadata.discover import discover_scans
+from braing3n.metadata import discover
+from braing3n.metadata.discover import discover_scans, is_bids
 from braing3n.metadata.fields import build_fields
 from braing3n.metadata.issues import HarmoniseError, IssueLog
 from braing3n.metadata.mapping import join_tables, load_cohort_mapping
@@ -34,7 +35,10 @@ class Settings:
 def scans_frame(cohort: str, mapping: dict, root: str | os.PathLike, log: IssueLog) -> pd.DataFrame:
     """One row per discovered scan file; missing files and duplicate scan_ids are dropped and logged."""
     duplicates: list = []
-    refs = discover_scans(cohort, mapping, root, duplicates=duplicates)
+    skipped: list[tuple[str, str]] = []
+    refs = discover_scans(cohort, mapping, root, duplicates=duplicates, skipped=skipped)
+    for path, reason in skipped:  # BIDS: other runs/acquisitions, T1map, MP2RAGE, ... (not bad input)
+        log.add("skipped_scan", "dropped", file=path, detail=reason)
     for kept, extra in duplicates:
         if kept.subject_raw != extra.subject_raw:
             log.add("subject_label_clash", "dropped", file=extra.path, value=extra.subject_raw, scan_id=extra.scan_id,
@@ -57,6 +61,37 @@ def scans_frame(cohort: str, mapping: dict, root: str | os.PathLike, log: IssueL
                                        "session_label", "modality", "raw_path", "subject_raw", "session_raw"])
 
 
+def add_sidecars(wide: pd.DataFrame, root: Path, log: IssueLog) -> pd.DataFrame:
+    """BIDS: each scan's merged JSON sidecar as ``sidecar.<Key>`` columns (scalars only), with
+    ``sidecar.__file`` (the most specific JSON) so fields name it as their source."""
+    from braing3n.metadata.bids import sidecar
+
+    rows = []
+    for i, path in zip(wide.index, wide["raw_path"], strict=True):
+        try:
+            data, files = sidecar(path, root)
+        except ValueError as exc:
+            log.add("bad_sidecar", "nulled", file=str(exc).split(": ", 1)[0], scan_id=wide.at[i, "scan_id"],
+                    detail=str(exc).split(": ", 1)[-1])
+            data, files = {}, []
+        row = {f"sidecar.{k}": _scalar(v) for k, v in data.items() if _scalar(v) is not None}
+        if files:
+            row["sidecar.__file"] = Path(files[-1]).relative_to(root).as_posix()
+        rows.append(row)
+    side = pd.DataFrame(rows, index=wide.index)
+    if "sidecar.__file" not in side.columns:
+        side["sidecar.__file"] = None
+    side["sidecar.__row"] = float("nan")
+    return pd.concat([wide, side.astype(object).where(side.notna(), None)], axis=1)
+
+
+def _scalar(value) -> str | None:
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        return None
+    text = str(value).strip()
+    return text if text and text.lower() != "n/a" else None
+
+
 def _sex_conflicts(df: pd.DataFrame, log: IssueLog) -> None:
     known = df.dropna(subset=["sex"])
     n_sex = known.groupby("subject_id")["sex"].nunique()
@@ -74,6 +109,7 @@ def _sex_conflicts(df: pd.DataFrame, log: IssueLog) -> None:
 def harmonise_cohort(cohort: str, mapping_path: str, root: str | os.PathLike,
                      settings: Settings = Settings()) -> tuple[pd.DataFrame, IssueLog]:
     """Canonical rows for one cohort and its issues log (raises HarmoniseError in strict mode)."""
+    mapping_path = discover.mapping_path(mapping_path)
     mapping = load_cohort_mapping(mapping_path)
     log = IssueLog(cohort, strict=settings.strict)
     root = Path(root)
@@ -81,8 +117,12 @@ def harmonise_cohort(cohort: str, mapping_path: str, root: str | os.PathLike,
         raise HarmoniseError(f"{root}: raw root of cohort {cohort} is not a folder")
     scans = scans_frame(cohort, mapping, root, log)
     if scans.empty:
-        raise HarmoniseError(f"{root}: no scans of cohort {cohort} match the pattern in {mapping_path}")
+        skipped = len(log.frame().query("problem == 'skipped_scan'"))
+        raise HarmoniseError(f"{root}: no scans of cohort {cohort} match the pattern in {mapping_path}"
+                             + (f" ({skipped} anat files skipped: none is a T1w, T2w or FLAIR)" if skipped else ""))
     wide, _ = join_tables(scans, mapping, root, log)
+    if is_bids(mapping):
+        wide = add_sidecars(wide, root, log)
     fields, sources = build_fields(wide, mapping, log, str(mapping_path))
     df = scans.drop(columns=["subject_raw", "session_raw"]).copy()
     for name in CLINICAL:

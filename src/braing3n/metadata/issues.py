@@ -17,7 +17,7 @@ ISSUE_COLUMNS = ["cohort", "problem", "action", "file", "row", "column", "value"
 BAD_INPUT = {
     "unknown_code", "out_of_range", "bad_value", "duplicate_scan_id", "missing_column",
     "missing_scan_file", "sex_conflict", "bad_key", "duplicate_clinical_row", "subject_label_clash",
-    "empty_table",
+    "empty_table", "undecodable", "duplicate_column", "bad_sidecar",
 }
 
 

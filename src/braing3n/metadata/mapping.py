@@ -26,17 +26,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from braing3n.metadata.discover import load_mapping
+from braing3n.metadata.discover import load_mapping, mapping_path
 from braing3n.metadata.issues import HarmoniseError, IssueLog
+from braing3n.metadata.textio import check_encoding, load_csv
 
 NA_TOKENS = {"", "na", "n/a", "nan", "none", "null", "unknown", "not available", "-", "."}
-TABLE_KEYS = {"name", "path", "sep", "subject", "session", "join", "skip_rows"}
-KEY_KEYS = {"column", "regex", "scan_regex", "values", "match", "tolerance", "date"}
+TABLE_KEYS = {"name", "path", "sep", "encoding", "subject", "session", "join", "skip_rows", "optional"}
+KEY_KEYS = {"column", "path_regex", "regex", "scan_regex", "values", "match", "tolerance", "date"}
 SESSION_FROM = {"subject", "session"}
 
 
 def load_cohort_mapping(path: str) -> dict:
     """Read and check a cohort mapping (scans + clinical sections); errors name the file and key."""
+    path = mapping_path(path)
     mapping = load_mapping(path)
     known = {"scans", "tables", "fields", "na_values", "description", "source"}
     extra = set(mapping) - known
@@ -50,6 +52,14 @@ def load_cohort_mapping(path: str) -> dict:
         bad = set(t) - TABLE_KEYS
         if bad:
             raise ValueError(f"{where}: unknown key(s) {sorted(bad)} (allowed: {sorted(TABLE_KEYS)})")
+        if "encoding" in t:
+            try:
+                check_encoding(str(t["encoding"]))
+            except ValueError as exc:
+                raise ValueError(f"{where} ({t['name']}): encoding: {exc}") from None
+        if "sep" in t and (not isinstance(t["sep"], str) or len(t["sep"]) != 1):
+            raise ValueError(f"{where} ({t['name']}): sep must be one character (',', ';', '\\t', '|'), "
+                             f"got {t['sep']!r}")
         if ("join" in t) == ("subject" in t):
             raise ValueError(f"{where} ({t['name']}): give exactly one of 'subject' (join to scans) or 'join'")
         if "join" in t and t["join"].get("table") not in names:
@@ -58,6 +68,8 @@ def load_cohort_mapping(path: str) -> dict:
         for key in ("subject", "session"):
             if key in t and set(t[key]) - KEY_KEYS:
                 raise ValueError(f"{where}.{key}: unknown key(s) {sorted(set(t[key]) - KEY_KEYS)}")
+            if key in t and ("column" in t[key]) == ("path_regex" in t[key]):
+                raise ValueError(f"{where}.{key}: give exactly one of 'column' or 'path_regex'")
         names.append(t["name"])
     from braing3n.metadata.fields import DAYS_PER, FIELD_KEYS
 
@@ -114,28 +126,38 @@ def resolve_paths(root: Path, spec) -> list[Path]:
     return []
 
 
-def read_table(paths: list[Path], root: Path, spec: dict, na_values: set[str]) -> pd.DataFrame:
-    """All files of a table as text, with ``__file`` (relative) and ``__row`` (1-based data row)."""
+def read_table(paths: list[Path], root: Path, spec: dict, na_values: set[str], log: IssueLog) -> pd.DataFrame:
+    """All files of a table as text, with ``__file`` (relative) and ``__row`` (1-based data row).
+
+    Encoding, separator, duplicated and undecodable cells: see ``textio``. An empty file or a
+    header without rows is an ``empty_table`` issue (its scans lose only what it would give)."""
     frames = []
     for p in paths:
-        suffix = p.suffix.lower()
-        try:
-            if suffix in (".xls", ".xlsx"):
-                raise ValueError("spreadsheets are read as CSV/TSV: export this sheet to CSV next to it")
-            sep = spec.get("sep") or ("\t" if suffix in (".tsv", ".txt") else ",")
-            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, skiprows=spec.get("skip_rows"),
-                             encoding_errors="replace")
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
-            raise HarmoniseError(f"{p}: cannot read clinical table: {exc}") from exc
-        df.columns = [str(c).strip() for c in df.columns]
+        rel = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+        if p.suffix.lower() in (".xls", ".xlsx"):
+            raise HarmoniseError(f"{p}: cannot read clinical table: spreadsheets are read as CSV/TSV: "
+                                 "export this sheet to CSV next to it")
+        df = load_csv(p, rel, spec, log)
+        if df is None:
+            continue
+        if len(df) == 0:  # a header-only export: its scans would lose this table's fields quietly
+            log.add("empty_table", "nulled", file=rel, column=f"{spec['name']}.*",
+                    detail=f"clinical table {spec['name']!r}: this file has a header but no rows")
         df = df.apply(lambda col: col.map(lambda v: None if str(v).strip().lower() in na_values else str(v).strip()))
-        df["__file"] = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+        df["__file"] = rel
         df["__row"] = range(1, len(df) + 1)
         frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _key_column(df: pd.DataFrame, spec: dict, table: str, file: str, log: IssueLog) -> pd.Series:
+    if "path_regex" in spec:  # the key is in the file's path (BIDS sub-01/sub-01_sessions.tsv)
+        keys = df["__file"].map(lambda f: (lambda m: m and m.group(1))(re.search(spec["path_regex"], f)))
+        keys = keys.map(lambda v: normalise_key(v, spec.get("regex"), spec.get("values"), spec.get("date", False)))
+        for i in df.index[keys.isna()]:
+            log.add("bad_key", "dropped", file=df.at[i, "__file"], row=df.at[i, "__row"], column="(file path)",
+                    value=df.at[i, "__file"], detail=f"path does not match path_regex {spec['path_regex']!r}")
+        return keys
     cols = spec["column"] if isinstance(spec["column"], list) else [spec["column"]]
     col = next((c for c in cols if c in df.columns), cols[0])  # a list: first that exists
     if col not in df.columns:
@@ -164,17 +186,14 @@ def join_tables(scans: pd.DataFrame, mapping: dict, root: Path, log: IssueLog) -
         name = spec["name"]
         paths = resolve_paths(root, spec["path"])
         if not paths:
-            log.add("missing_column", "nulled", file=str(spec["path"]), column=f"{name}.*",
+            problem = "absent_table" if spec.get("optional") else "missing_column"  # optional: not bad input
+            log.add(problem, "nulled", file=str(spec["path"]), column=f"{name}.*",
                     detail=f"clinical table {name!r} not found under {root}; its fields are null")
             continue
-        df = read_table(paths, root, spec, na_values)
+        df = read_table(paths, root, spec, na_values, log)
+        if "__file" not in df.columns:  # every file empty (listed): the table is absent
+            continue
         file0 = df["__file"].iloc[0] if len(df) else str(paths[0])
-        read = set(df["__file"]) if len(df) else set()
-        for p in paths:  # a header-only export: its scans would lose this table's fields quietly
-            rel = p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
-            if rel not in read:
-                log.add("empty_table", "nulled", file=rel, column=f"{name}.*",
-                        detail=f"clinical table {name!r}: this file has a header but no rows")
         keys = []
         if "join" in spec:
             j = spec["join"]
