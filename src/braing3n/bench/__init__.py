@@ -11,6 +11,7 @@ BENCHMARKS = {
     "tokenizer": "MAE / decoder step throughput and the loader's throughput",
     "dit": "DiT training and sampling throughput",
     "dag": "snakemake -n all on a paper-sized (35,309-scan) synthetic manifest",
+    "memory": "training memory per model and batch (estimate from a saved-tensor count)",
 }
 
 

@@ -196,11 +196,21 @@ def run_key(task: Task, cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None = None) -> Path:
+def autocast_for(cfg: TrainConfig, device: torch.device, cpu_bf16: bool = False):
+    """bf16 autocast on CUDA when ``cfg.bf16``; on CPU only with ``cpu_bf16`` (the paper-size tests): a
+    CPU without native bf16 (no AVX512-BF16/AMX) runs bf16 matmuls ~8x slower than float32."""
+    if cfg.bf16 and (device.type == "cuda" or (cpu_bf16 and device.type == "cpu")):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None = None,
+        cpu_bf16: bool = False) -> Path:
     """Train ``task`` to ``cfg.steps`` optimiser steps in ``out_dir``, resuming from its latest checkpoint.
 
     ``stop_at`` ends this process early after that many total steps (checkpoint written), as a
-    pre-empted job would; the next call continues. Returns the release weights path.
+    pre-empted job would; the next call continues. ``cpu_bf16``: bf16 autocast on CPU too (tests of
+    the GPU path's dtypes). Returns the release weights path.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,8 +273,7 @@ def fit(task: Task, cfg: TrainConfig, out_dir: str | Path, stop_at: int | None =
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         run_model = torch.compile(run_model)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = autocast_for(cfg, device, cpu_bf16)
 
     def save(step: int) -> None:
         rngs = gather_objects(ck.rng_state())
