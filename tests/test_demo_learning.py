@@ -25,11 +25,11 @@ import pytest
 import yaml
 
 from braing3n.config import load_configs
+from braing3n.evaluate.honest_check import honest_check
 from braing3n.paths import Layout
 from braing3n.phantom.atlas_space import write_atlas_space_cohort
 from braing3n.phantom.generate import write_tables
 from braing3n.phantom.plan import plan_cohort
-from braing3n.report import honest_check
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [

@@ -98,24 +98,6 @@ def test_probes_compare_report_end_to_end_and_byte_identical(tmp_path, capsys):
     assert str(out) in printed and "4 CSV" in printed
 
 
-def test_report_includes_qc_tables_and_montage(tmp_path):
-    from braing3n.provenance import write_table
-    from braing3n.report import build_report
-
-    root = tmp_path / "r"
-    write_table(pd.DataFrame({"scan_id": ["a"], "brain_dice": [0.93]}), root / "qc" / "c1_qc.csv", {"git_commit": "x"})
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.imsave(root / "qc" / "c1_qc_montage.png", np.zeros((8, 8)))
-    page = build_report({"results": str(root)}, root / "report" / "index.html").read_text()
-    assert "Quality control" in page and 'href="../qc/c1_qc.csv"' in page and "QC: c1_qc_montage" in page
-    assert "0.93" in page
-
-
-
 def test_table_round_trip_keeps_values_holding_a_hash(tmp_path):
     from braing3n.provenance import write_table
 
@@ -151,7 +133,7 @@ def _guidance(path: Path, hits: int, n: int, r: float, n_age: int, real_accuracy
 
 
 def test_guidance_checks_need_significance_not_just_above_chance(tmp_path):
-    from braing3n.report import honest_check
+    from braing3n.evaluate.honest_check import honest_check
 
     # 13/16 at p=0.5: binomial p=0.011 < 0.05/2 scales; r=0.6 on 16 samples: p=0.007
     _guidance(tmp_path / "guidance.csv", hits=13, n=16, r=0.6, n_age=16)
@@ -190,7 +172,7 @@ def test_demo_run_recovers_the_known_effects():
 
 
 def test_honest_check_reads_grid_features_only_when_both_encoders_have_them():
-    from braing3n.report import _check_feature
+    from braing3n.evaluate.honest_check import _check_feature
 
     both = pd.DataFrame({"encoder": ["mae", "mae", "random_vit", "random_vit"], "feature": ["mean", "grid"] * 2})
     assert _check_feature(both, ("mae", "random_vit")) == "grid"
@@ -212,7 +194,7 @@ def _probe_tables(root: Path, p_values: dict) -> None:
 
 
 def test_a_win_over_the_floor_must_survive_the_correction_for_three_effects(tmp_path):
-    from braing3n.report import honest_check
+    from braing3n.evaluate.honest_check import honest_check
 
     # p = 0.03 is a 95% win on its own, but not at 0.05 / 3 effects
     _probe_tables(tmp_path, {"sex": 1.0, "age": 0.03, "cdr_sb": 0.2})
@@ -236,11 +218,3 @@ def test_a_win_over_the_floor_must_survive_the_correction_for_three_effects(tmp_
     check = honest_check(tmp_path)
     skipped = check[check["check"].str.startswith("cdr_sb")]
     assert len(skipped) == 1 and not skipped["passed"].iloc[0] and "skipped" in skipped["detail"].iloc[0]
-
-
-def test_table_names_are_escaped_in_text_and_links():
-    from braing3n.report import _table_html
-
-    page = _table_html("probes_<b>x</b>&y", pd.DataFrame({"a": [1]}), {"seed": 0}, 10, "../tables")
-    assert "<b>" not in page and "probes_&lt;b&gt;x&lt;/b&gt;&amp;y.csv" in page
-    assert 'href="../tables/probes_%3Cb%3Ex%3C/b%3E%26y.csv"' in page

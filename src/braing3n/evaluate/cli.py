@@ -8,6 +8,8 @@
     memorisation  nearest-training-scan distances of generated samples vs held-out scans
     longitudinal  dit-long forecasts vs actual follow-up, age progression, change localisation
     tokenizers    MAE tokenizer vs AutoencoderKL bottlenecks (reconstruction + tumour probes)
+    figures       the report's pictures: real | reconstruction | generated per arm on one window,
+                  real | reconstruction | error for held-out scans
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ def parser() -> argparse.ArgumentParser:
     s = add("tokenizers", "MAE tokenizer vs AutoencoderKL")
     s.add_argument("--aekl", nargs="*", default=[], help="aekl model folders (one per bottleneck)")
     s.add_argument("--out", required=True)
+    s = add("figures", "report figures: samples beside real scans and reconstructions")
+    s.add_argument("--samples", required=True, help="guidance samples (.npz)")
+    s.add_argument("--out-samples", required=True, help="PNG: real | reconstruction | generated per arm")
+    s.add_argument("--out-reconstructions", required=True, help="PNG: real | reconstruction | error")
     return p
 
 
@@ -91,6 +97,10 @@ def main(argv: list[str]) -> int:
             from braing3n.evaluate.tokcompare import run_tokenizers
 
             run_tokenizers(config, args.aekl, args.out)
+        elif args.sub == "figures":
+            from braing3n.evaluate.figures import run_figures
+
+            run_figures(config, args.samples, args.out_samples, args.out_reconstructions)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"braing3n evaluate {args.sub}: {exc}", file=sys.stderr)
         return 1
