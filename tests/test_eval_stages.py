@@ -141,7 +141,7 @@ def test_guidance_fid_memorisation_report(tree):
     assert mem.loc[0, "n_generated"] == 12 and mem.loc[0, "n_train"] == 8 and mem.loc[0, "n_heldout"] == 4
     assert report_main(["--configfile", str(tmp / "cfg.yaml")]) == 0
     page = (root / "report" / "index.html").read_text()
-    assert "Decomposed 3D-FID" in page and "Guidance sweep" in page and page.count("data:image/png") >= 2
+    assert "Decomposed 3D-FID" in page and "Guidance: does a sample show what was asked for?" in page and page.count("data:image/png") >= 2
 
 
 def test_guidance_fixed_conditions_restrict_the_probe_to_matching_real_scans(tree, capsys):
