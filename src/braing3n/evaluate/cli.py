@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", required=True, help="guidance samples (.npz)")
     s.add_argument("--out-samples", required=True, help="PNG: real | reconstruction | generated per arm")
     s.add_argument("--out-reconstructions", required=True, help="PNG: real | reconstruction | error")
+    s.add_argument("--n-generated", type=int, default=3, help="generated samples shown per arm")
+    s.add_argument("--n-reconstructions", type=int, default=3, help="held-out scans in the reconstruction figure")
     return p
 
 
@@ -100,7 +102,8 @@ def main(argv: list[str]) -> int:
         elif args.sub == "figures":
             from braing3n.evaluate.figures import run_figures
 
-            run_figures(config, args.samples, args.out_samples, args.out_reconstructions)
+            run_figures(config, args.samples, args.out_samples, args.out_reconstructions, args.n_generated,
+                        args.n_reconstructions)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"braing3n evaluate {args.sub}: {exc}", file=sys.stderr)
         return 1
