@@ -139,9 +139,23 @@ def test_guidance_fid_memorisation_report(tree):
                  "--per-sample", str(t / "memorisation_samples.csv")) == 0
     mem = _table(t / "memorisation.csv")
     assert mem.loc[0, "n_generated"] == 12 and mem.loc[0, "n_train"] == 8 and mem.loc[0, "n_heldout"] == 4
+    # the report's pictures: 3 arms (sex F, M, age 40) x (real, reconstruction, 2 generated), 3 held-out scans
+    fig_samples, fig_recon = root / "figures" / "samples_vs_real.png", root / "figures" / "reconstructions.png"
+    assert _eval(tmp, "figures", "--samples", str(samples), "--out-samples", str(fig_samples),
+                 "--out-reconstructions", str(fig_recon), "--n-generated", "2") == 0
+    import matplotlib.image as mpimg
+
+    from braing3n.evaluate.figures import samples_figure_size
+
+    w, h = samples_figure_size(3, 4)
+    assert mpimg.imread(fig_samples).shape[:2] == (round(h * 80), round(w * 80)) == (804, 984)
+    assert mpimg.imread(fig_recon).shape[:2] == (3 * 144, 1080)
     assert report_main(["--configfile", str(tmp / "cfg.yaml")]) == 0
     page = (root / "report" / "index.html").read_text()
-    assert "Decomposed 3D-FID" in page and "Guidance: does a sample show what was asked for?" in page and page.count("data:image/png") >= 2
+    assert "Decomposed 3D-FID" in page and "Guidance: does a sample show what was asked for?" in page
+    gen, tok = (page.split(f'<section id="sec-{s}">')[1].split("</section>")[0] for s in ("generation", "tokenizer"))
+    assert gen.index('<figure><img alt="per arm: a real scan') == gen.index("<figure>")  # the section's first figure
+    assert tok.index('<figure><img alt="held-out scans: real | reconstruction') == tok.index("<figure>")
 
 
 def test_guidance_fixed_conditions_restrict_the_probe_to_matching_real_scans(tree, capsys):

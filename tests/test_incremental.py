@@ -145,9 +145,9 @@ def test_an_evaluate_setting_reruns_only_the_stages_that_read_it(done):
         return {r["rule"] for r in pending(root / "wd", _write(changed, root / f"{name}.yaml"))}
 
     models = {"train_mae", "train_decoder", "train_dit", "train_dit_long", "train_aekl", "export"}
-    # the sweep and what reads its samples (FID, memorisation) plus the report; nothing else
+    # the sweep and what reads its samples (FID, memorisation, the report's figures) plus the report; nothing else
     rules = edit("guidance_n", guidance__n_per_value=3)
-    assert rules == {"guidance", "fid", "memorisation", "report"}, sorted(rules)
+    assert rules == {"guidance", "fid", "memorisation", "report_figures", "report"}, sorted(rules)
     # bootstrap resamples: the probes, their comparison and the tokenizer table's probes; no model
     rules = edit("n_boot", n_boot=17)
     assert {"probes", "compare_encoders", "tokenizers"} <= rules, sorted(rules)

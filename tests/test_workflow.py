@@ -20,7 +20,7 @@ STAGE_RULES = {
     "generator": ["train_dit", "train_dit_long", "generate_arm", "forecast_demo"],
     "evaluate": ["probes", "compare_encoders", "fid", "guidance", "memorisation", "longitudinal", "tokenizers",
                  "train_aekl"],
-    "report": ["report"],
+    "report": ["report_figures", "report"],
 }
 
 

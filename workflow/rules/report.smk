@@ -3,6 +3,39 @@
 # Included last, so ALL_TARGETS already lists every other stage's products. `snakemake --report`
 # builds Snakemake's own HTML from the report()-wrapped outputs of evaluate.smk as well.
 
+# report_figures: the pictures that need the models (real | reconstruction | generated per arm on one
+# window; real | reconstruction | error for held-out scans), drawn from the guidance samples
+REPORT_FIGURES = [L.figure("samples_vs_real"), L.figure("reconstructions")]
+
+
+rule report_figures:
+    input:
+        samples=EV_SAMPLES,
+        tokenizer=f"{TOKENIZER_DIR}/final.safetensors",
+        store=EV_STORE,
+        embeddings=EMBEDDINGS,
+        manifest=L.manifest,
+    output:
+        samples=report(REPORT_FIGURES[0], category="Generation"),
+        reconstructions=report(REPORT_FIGURES[1], category="Tokenizer"),
+    params:
+        settings=_ev_settings("fid.cfg_scale", "fid.age_halfwidth", "guidance.fixed"),
+    log:
+        f"{R}/logs/evaluate/figures.log",
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../envs/gpu.yaml"
+    shell:
+        "{BRAING3N} evaluate figures {EV_CONFIGFILES} --samples {input.samples:q} "
+        "--out-samples {output.samples:q} --out-reconstructions {output.reconstructions:q} > {log:q} 2>&1"
+
+
+ALL_TARGETS.extend(REPORT_FIGURES)
+
 # report.needs: the products it waits for when only part of the pipeline is run; default all of them
 _NEEDS = config.get("report", {}).get("needs")
 REPORT_INPUTS = list(ALL_TARGETS) if _NEEDS is None else [f"{R}/{p}" for p in _NEEDS]
