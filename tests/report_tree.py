@@ -95,9 +95,17 @@ def make_tree(tmp: Path) -> tuple[Path, Path]:
                                "n_train": 20, "n_heldout": 8, "median_distance_generated": 3.0,
                                "median_distance_heldout": 2.9, "n_near_copies": 0, "fraction_near_copies": 0.0,
                                "p_generated_closer": 0.6}]), t / "memorisation.csv", PROV)
+    # held-out pairs have an r; the in-sample ones all have the same interval, so theirs is NaN
     write_table(pd.DataFrame([{"pairs": "held-out", "n_pairs": 6, "age_change_pearson_r": 0.55,
-                               "age_change_slope": 0.8, "mean_latent_mae": 0.3, "mean_latent_mae_no_change": 0.35}]),
-                t / "longitudinal.csv", PROV)
+                               "age_change_slope": 0.8, "mean_latent_mae": 0.3, "mean_latent_mae_no_change": 0.35},
+                              {"pairs": "in-sample", "n_pairs": 4, "age_change_pearson_r": np.nan,
+                               "age_change_slope": np.nan, "mean_latent_mae": 0.2,
+                               "mean_latent_mae_no_change": 0.3}]), t / "longitudinal.csv", PROV)
+    years = [1.0, 2.0, 3.0, 1.5, 2.5, 4.0] + [2.0] * 4
+    write_table(pd.DataFrame({"subject_id": [f"p{i}" for i in range(10)], "pairs": ["held-out"] * 6 + ["in-sample"] * 4,
+                              "years": years, "pred_age_baseline": 60.0,
+                              "pred_age_forecast": [60.0 + 0.8 * y + 0.1 * (i % 2) for i, y in enumerate(years)]}),
+                t / "longitudinal_pairs.csv", PROV)
     write_table(pd.DataFrame({"metric": ["l1", "psnr", "ssim"], "mean": [0.21, 24.0, 0.81], "std": [0.02, 1.0, 0.03]}),
                 t / "reconstruction_summary.csv", PROV)
     write_table(pd.DataFrame({"scanner": ["a"], "n": [6]}), t / "dataset_summary.csv", PROV)

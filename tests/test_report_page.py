@@ -64,8 +64,10 @@ def test_summary_comes_first_with_run_facts_and_headline_beside_the_paper(page):
     by_name = {name: (anchor, ours, paper) for anchor, name, ours, paper in rows}
     assert by_name["Linear probes"][0] == "sec-probes" and "21 of 23" in by_name["Linear probes"][2]
     assert "3 of 3 tasks" in by_name["Linear probes"][1]
-    assert by_name["Longitudinal age progression"] == ("sec-longitudinal", "held-out: r = 0.55 (n = 6 pairs)",
-                                                       "age progression Pearson r = 0.72")
+    why = "n/a (every pair has the same interval (2 years), so r is undefined)"
+    assert by_name["Longitudinal age progression"] == (
+        "sec-longitudinal", f"held-out: r = 0.55 (n = 6 pairs); in-sample: r = {why} (n = 4 pairs)",
+        "age progression Pearson r = 0.72")
     fid = by_name["Decomposed 3D-FID"][1]
     assert "generated vs reconstruction 5" in fid and "below reconstruction vs real in 2 of 2 arms" in fid
     assert "sex accuracy 0.85 at cfg 4.0, chance 0.50" in by_name["Guidance recovery"][1]
@@ -105,6 +107,28 @@ def test_probes_one_row_per_task_at_its_best_view_and_skipped_tasks_listed_once(
         assert f'<a href="../tables/{name}.csv">{name}.csv</a>' in probes
 
 
+def test_model_figures_open_their_sections(page):
+    """`braing3n evaluate figures`' pictures: the first figure of the generation and tokenizer sections."""
+    html, _, _ = page
+    for anchor, alt in (("sec-generation", "per arm: a real scan of that arm, its tokenizer reconstruction"),
+                        ("sec-tokenizer", "held-out scans: real | reconstruction | absolute error")):
+        sec = _section(html, anchor)
+        first = re.search(r'<figure><img alt="([^"]+)"', sec).group(1)
+        assert first.startswith(alt), (anchor, first)
+        assert sec.index("<figure>") < sec.index("<table>")
+
+
+def test_a_missing_longitudinal_r_shows_as_na_with_why(page):
+    html, _, _ = page
+    lon = _section(html, "sec-longitudinal")
+    short = lon[:lon.index("<details")]
+    rows = re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">(\d+)</td><td>([^<]+)</td>", short)
+    assert rows == [("held-out", "6", "0.55"),
+                    ("in-sample", "4", "n/a (every pair has the same interval (2 years), so r is undefined)")]
+    text = re.sub(r"data:image/png;base64,[^\"]+", "", html)
+    assert not re.search(r"\bnan\b", text, re.I)
+
+
 def test_qc_section_lists_counts_outliers_failed_reasons_and_their_pictures(page):
     html, _, _ = page
     qc = _section(html, "sec-qc")
@@ -134,3 +158,24 @@ def test_names_from_the_config_are_escaped_in_text_and_links():
     got = full_table("probes_<b>x</b>&y", pd.DataFrame({"a": [1]}), {"seed": 0}, "../tables", 10)
     assert "<b>" not in got and "probes_&lt;b&gt;x&lt;/b&gt;&amp;y.csv" in got
     assert 'href="../tables/probes_%3Cb%3Ex%3C/b%3E%26y.csv"' in got
+
+
+def test_why_no_r_follows_age_progressions_rules():
+    import numpy as np
+    import pandas as pd
+
+    from braing3n.report.sections import age_r_text
+
+    def pairs(years, change):
+        return pd.DataFrame({"pairs": "held-out", "years": years, "pred_age_baseline": 50.0,
+                             "pred_age_forecast": 50.0 + np.asarray(change, float)})
+
+    row = pd.Series({"pairs": "held-out", "n_pairs": 2, "age_change_pearson_r": np.nan})
+    assert age_r_text(row, pairs([1.0, 2.0], [1.0, 2.0])) == \
+        "n/a (2 pair(s) with a forecast and a predicted age, r needs 3)"
+    assert age_r_text(row, pairs([1.0, 2.0, 3.0, 4.0], [0.5] * 4)) == \
+        "n/a (the predicted age change is the same for every pair, so r is undefined)"
+    assert age_r_text(row, pairs([1.0, 2.0, np.nan, 4.0], [1.0, 2.0, 3.0, np.nan])) == \
+        "n/a (2 pair(s) with a forecast and a predicted age, r needs 3)"  # rows without a number do not count
+    assert age_r_text(row, None) == "n/a (2 pair(s), r needs 3)"
+    assert age_r_text(pd.Series({"pairs": "held-out", "age_change_pearson_r": 0.714}), None) == "0.71"

@@ -193,6 +193,39 @@ def generation_section(ctx: Ctx) -> str:
     return "".join(p for p in parts if p)
 
 
+MIN_R_PAIRS = 3  # braing3n.evaluate.longitudinal.age_progression gives no r below this
+
+
+def why_no_r(row: pd.Series, pairs: pd.DataFrame | None) -> str:
+    """Why a pair group's age-change Pearson r is missing, by age_progression's own rules, read from
+    the per-pair table (requested interval, probe-predicted baseline and forecast ages)."""
+    need = {"pairs", "years", "pred_age_baseline", "pred_age_forecast"}
+    if pairs is None or not need <= set(pairs.columns):
+        n = int(pd.to_numeric(pd.Series([row.get("n_pairs")]), errors="coerce").fillna(0).iloc[0])
+        if n < MIN_R_PAIRS:
+            return f"{n} pair(s), r needs {MIN_R_PAIRS}"
+        return "interval or predicted age change constant over the pairs (no per-pair table to say which)"
+    sel = pairs[pairs["pairs"].astype(str) == str(row.get("pairs"))]
+    years = pd.to_numeric(sel["years"], errors="coerce").to_numpy(float)
+    delta = (pd.to_numeric(sel["pred_age_forecast"], errors="coerce")
+             - pd.to_numeric(sel["pred_age_baseline"], errors="coerce")).to_numpy(float)
+    ok = np.isfinite(years) & np.isfinite(delta)
+    years, delta = years[ok], delta[ok]
+    if len(years) < MIN_R_PAIRS:
+        return f"{len(years)} pair(s) with a forecast and a predicted age, r needs {MIN_R_PAIRS}"
+    if np.std(years) == 0:
+        return f"every pair has the same interval ({years[0]:g} years), so r is undefined"
+    if np.std(delta) == 0:
+        return "the predicted age change is the same for every pair, so r is undefined"
+    return "not computed (see the per-pair table)"
+
+
+def age_r_text(row: pd.Series, pairs: pd.DataFrame | None) -> str:
+    """A pair group's age-change r as shown: two decimals, or "n/a (why)" where it is missing."""
+    r = pd.to_numeric(pd.Series([row.get("age_change_pearson_r")]), errors="coerce").iloc[0]
+    return f"{r:.2f}" if np.isfinite(r) else f"n/a ({why_no_r(row, pairs)})"
+
+
 def longitudinal_section(ctx: Ctx) -> str:
     lo = ctx.tree.df("longitudinal")
     if lo is None or not len(lo):
@@ -200,7 +233,11 @@ def longitudinal_section(ctx: Ctx) -> str:
     keep = [c for c in ("pairs", "n_pairs", "age_change_pearson_r", "age_change_slope", "mean_latent_mae",
                         "mean_latent_mae_no_change", "mean_voxel_l1", "mean_voxel_l1_no_change",
                         "change_fraction_csf_ventricles", "volume_fraction_csf_ventricles") if c in lo]
-    parts = [table(lo[keep]), ctx.full("longitudinal"), ctx.full("longitudinal_pairs")]
+    short = lo[keep].copy()
+    if "age_change_pearson_r" in short:
+        pairs = ctx.tree.df("longitudinal_pairs")
+        short["age_change_pearson_r"] = [age_r_text(r, pairs) for _, r in lo.iterrows()]
+    parts = [table(short), ctx.full("longitudinal"), ctx.full("longitudinal_pairs")]
     return "".join(parts)
 
 

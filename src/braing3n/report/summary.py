@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-import numpy as np
 import pandas as pd
 
 from braing3n.report.html import esc, table
+from braing3n.report.sections import age_r_text
 from braing3n.report.tree import Tree, enabled_cohorts
 
 PAPER = {
@@ -128,9 +128,9 @@ def _longitudinal_line(tree: Tree) -> str:
     lo = tree.df("longitudinal")
     if lo is None or not len(lo) or "age_change_pearson_r" not in lo:
         return ""
-    parts = [f"{r['pairs']}: r = {float(r['age_change_pearson_r']):.2f} (n = {int(r['n_pairs'])} pairs)"
-             for _, r in lo.iterrows() if np.isfinite(float(r["age_change_pearson_r"]))]
-    return "; ".join(parts) or "no finite r (too few pairs)"
+    pairs = tree.df("longitudinal_pairs")
+    return "; ".join(f"{r['pairs']}: r = {age_r_text(r, pairs)} (n = {int(r['n_pairs'])} pairs)"
+                     for _, r in lo.iterrows())
 
 
 def _tokenizer_line(tree: Tree) -> str:
