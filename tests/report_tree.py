@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import yaml
@@ -64,7 +65,18 @@ def make_tree(tmp: Path) -> tuple[Path, Path]:
                         "z_brain_volume_ml": 9.0 if sid == OUTLIER else 0.1, "z_nmi_atlas": 0.0,
                         "outlier": sid == OUTLIER, "crash_file": "crash-s05.txt" if status == "failed" else ""})
         folder = Path(lay.scan_dir("c1", f"s{i:02d}", "1"))
-        _png(folder / scan_record_name(f"s{i:02d}", "1", "T1").replace("_qc.json", "_qc.png"), (90, 240), 0.2 + i / 10)
+        if status == "failed":  # no QC picture (its products are removed); the report draws its raw input
+            raw = tmp / "raw" / f"{sid}.nii.gz"
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            vol = np.zeros((20, 24, 16), np.float32)
+            vol[4:16, 5:19, 3:13] = np.arange(12 * 14 * 10, dtype=np.float32).reshape(12, 14, 10)
+            nib.save(nib.Nifti1Image(vol, np.eye(4)), raw)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / scan_record_name(f"s{i:02d}", "1", "T1")).write_text(json.dumps(
+                {"scan_id": sid, "status": "failed", "input": str(raw), "reason": "HD-BET: empty brain mask"}))
+        else:
+            _png(folder / scan_record_name(f"s{i:02d}", "1", "T1").replace("_qc.json", "_qc.png"), (90, 240),
+                 0.2 + i / 10)
     write_table(pd.DataFrame(qc_rows), root / "qc" / "c1_qc.csv", {**PROV, "n_scans": 6})
     _png(root / "qc" / "c1_qc_montage.png", (120, 300))
     man = pd.DataFrame({"scan_id": [r["scan_id"] for r in qc_rows], "subject_id": [r["subject"] for r in qc_rows],

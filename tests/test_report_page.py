@@ -136,6 +136,16 @@ def test_qc_section_lists_counts_outliers_failed_reasons_and_their_pictures(page
     assert re.findall(r">([^<>]+)</td>", counts)[:5] == ["c1", "6", "5", "1", "1"]  # cohort, scans, ok, failed, out
     assert "HD-BET: empty brain mask" in qc and "crash-s05.txt" in qc
     assert f'alt="failed: {FAILED}"' in qc and f'alt="outlier: {OUTLIER}"' in qc
+    # the failed scan left no QC picture: its raw input is drawn, 3 mid-slices (6 x 2.2 in at 80 dpi)
+    import base64
+    import io
+
+    import matplotlib.image as mpimg
+
+    fig = re.search(f'<figure><img alt="failed: {FAILED}" src="data:image/png;base64,([^"]+)">'
+                    r"<figcaption>([^<]+)</figcaption>", qc)
+    assert fig and "the raw input (mid-slices, voxel axes): HD-BET: empty brain mask" in fig.group(2)
+    assert mpimg.imread(io.BytesIO(base64.b64decode(fig.group(1)))).shape[:2] == (176, 480)
     assert qc.index("c1: mid-axial slice") < qc.index("<table>")
     assert '<a href="../qc/c1_qc.csv">c1_qc.csv</a>' in qc
 

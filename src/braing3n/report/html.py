@@ -47,8 +47,9 @@ def href(path: str) -> str:
     return html.escape(quote(path))
 
 
-def img(path: Path, caption: str, alt: str | None = None) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
+def img(path: Path | bytes, caption: str, alt: str | None = None) -> str:
+    """A figure with the PNG ``path`` (or its bytes) embedded as a data URI."""
+    data = base64.b64encode(path if isinstance(path, bytes) else Path(path).read_bytes()).decode()
     return (f'<figure><img alt="{esc(alt or caption)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 

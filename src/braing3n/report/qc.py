@@ -4,6 +4,9 @@ its reason (and its QC picture or crash file where the preprocessing left one)."
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 
 from braing3n.report.html import esc, full_table, img, table
@@ -70,12 +73,56 @@ def qc_section(tree: Tree, rel_root: str, max_rows: int) -> str:
     return "".join(parts)
 
 
+def input_png(path: Path) -> bytes | None:
+    """Three mid-slices of a raw input scan (voxel axes, 1st-99.5th percentile of its nonzero voxels)
+    as PNG bytes: the picture of a failed scan, whose preprocessing left no QC picture. None when
+    the file gives no 3D image to draw (the reason the scan failed is then all there is)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception:  # any unreadable input (truncated, not NIfTI): the failure reason says why
+        return None
+    if data.dtype.names:  # an RGB image: its first channel
+        data = data[data.dtype.names[0]]
+    if data.ndim < 3 or min(data.shape[:3]) < 2:
+        return None
+    data = np.nan_to_num(np.abs(data) if np.iscomplexobj(data) else data.astype(float))
+    data = data.reshape(data.shape[:3] + (-1,))[..., 0]  # a 4D series: its first volume
+    nz = data[data != 0]
+    lo, hi = (np.percentile(nz, (1, 99.5)) if nz.size else (0.0, 1.0))
+    fig, axes = plt.subplots(1, 3, figsize=(6, 2.2), facecolor="black")
+    for ax, axis in zip(axes, (2, 1, 0), strict=True):
+        ax.imshow(np.rot90(np.take(data, data.shape[axis] // 2, axis=axis)), cmap="gray", vmin=lo,
+                  vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+        ax.set_axis_off()
+    fig.subplots_adjust(0.005, 0.005, 0.995, 0.995, 0.02)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=80, facecolor="black", format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def _pictures(tree: Tree, rows: pd.DataFrame, kind: str) -> str:
+    """The QC picture of each scan; for a failed scan (no QC picture: its products are removed) the
+    raw input's mid-slices, where the input still gives an image."""
     figs = []
     for _, row in rows.head(MAX_PICTURES).iterrows():
         path = tree.scan_png(row)
         if path is not None:
             figs.append(img(path, f"{kind}: {row['scan_id']}"))
+            continue
+        raw = tree.scan_input(row) if kind == "failed" else None
+        png = input_png(raw) if raw is not None else None
+        if png is not None:
+            figs.append(img(png, f"{kind}: {row['scan_id']}, the raw input (mid-slices, voxel axes): "
+                                 f"{row.get('reason', '')}", alt=f"{kind}: {row['scan_id']}"))
     if not figs:
         return ""
     more = f" (first {MAX_PICTURES} of {len(rows)})" if len(rows) > MAX_PICTURES else ""

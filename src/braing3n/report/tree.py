@@ -90,6 +90,16 @@ class Tree:
         path = Path(folder) / name.replace("_qc.json", "_qc.png")
         return path if path.exists() else None
 
+    def scan_input(self, row: pd.Series) -> Path | None:
+        """The raw input a scan record names (``input``), for a failed scan that has no QC picture."""
+        try:
+            record = Path(Layout(str(self.root)).scan_record(str(row["cohort"]), str(row["subject"]),
+                                                             str(row["session"]), str(row["modality"])))
+            raw = json.loads(record.read_text()).get("input")
+        except (KeyError, OSError, json.JSONDecodeError):
+            return None
+        return Path(raw) if raw and Path(raw).is_file() else None
+
     def sample_mosaics(self) -> list[Path]:
         return [p for p in sorted((self.root / "samples").glob("*/mosaic.png"))
                 if of_this_run(self.config, self.root, p)]
