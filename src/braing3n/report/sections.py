@@ -38,7 +38,7 @@ def honest_section(check: pd.DataFrame, prov: dict) -> str:
         return ""
     cls = check["passed"].map({True: "pass", False: "fail"})
     return (f"<p>{int(check['passed'].sum())} of {len(check)} checks pass. Each row states the numbers behind "
-            f"it (docs/evaluate.md#honest-check).</p>{table(check, cls)}"
+            f"it (docs/evaluate.md#honest-check-demo).</p>{table(check, cls)}"
             f"<p class='prov'>files: <a href='honest_check.csv'>honest_check.csv</a> · "
             f"<a href='honest_check.md'>honest_check.md</a><br>provenance: {esc(prov_text(prov))}</p>")
 
