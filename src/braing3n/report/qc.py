@@ -86,15 +86,16 @@ def input_png(path: Path) -> bytes | None:
     import nibabel as nib
 
     try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
+        image = nib.load(str(path))
+        if len(image.shape) < 3 or min(image.shape[:3]) < 2:
+            return None
+        # a 4D series: only its first volume is read (the proxy slices lazily)
+        data = np.asanyarray(image.dataobj[(slice(None),) * 3 + (0,) * (len(image.shape) - 3)])
     except Exception:  # any unreadable input (truncated, not NIfTI): the failure reason says why
         return None
     if data.dtype.names:  # an RGB image: its first channel
         data = data[data.dtype.names[0]]
-    if data.ndim < 3 or min(data.shape[:3]) < 2:
-        return None
     data = np.nan_to_num(np.abs(data) if np.iscomplexobj(data) else data.astype(float))
-    data = data.reshape(data.shape[:3] + (-1,))[..., 0]  # a 4D series: its first volume
     nz = data[data != 0]
     lo, hi = (np.percentile(nz, (1, 99.5)) if nz.size else (0.0, 1.0))
     fig, axes = plt.subplots(1, 3, figsize=(6, 2.2), facecolor="black")
