@@ -77,7 +77,7 @@ class Pair:
     name: str
     shape: str
     project: Callable[[], Callable[[], None]]
-    anchor: Callable[[], Callable[[], None]]
+    anchor: Callable[[], Callable[[], None]] | None  # None: no anchor file (the project's side alone)
     differences: str
     hold_both: bool = True  # False: the two do not fit in memory together, each is rebuilt per round
 
@@ -101,6 +101,8 @@ def time_pairs(pairs: list[Pair], rounds: int = 3, warm: int = 1, sync=lambda: N
     for pair in pairs:
         times: dict[str, list[float]] = {"project": [], "anchor": []}
         factories = {"project": pair.project, "anchor": pair.anchor}
+        if pair.anchor is None:
+            del factories["anchor"]
         steps = {}
         if pair.hold_both:
             steps = {k: f() for k, f in factories.items()}
@@ -109,6 +111,8 @@ def time_pairs(pairs: list[Pair], rounds: int = 3, warm: int = 1, sync=lambda: N
                     steps[k]()
         for r in range(rounds):
             for side in (("project", "anchor") if r % 2 == 0 else ("anchor", "project")):
+                if side not in factories:
+                    continue
                 if pair.hold_both:
                     times[side].append(one(steps[side]))
                     continue
@@ -120,10 +124,12 @@ def time_pairs(pairs: list[Pair], rounds: int = 3, warm: int = 1, sync=lambda: N
                 gc.collect()
         steps.clear()
         gc.collect()
-        p, a = statistics.median(times["project"]), statistics.median(times["anchor"])
+        nan = float("nan")
+        p = statistics.median(times["project"])
+        a = statistics.median(times["anchor"]) if times["anchor"] else nan
         rows.append({"model": pair.name, "shape": pair.shape, "rounds": rounds,
                      "project_step_s": p, "anchor_step_s": a, "ratio": a / p,
-                     "ratio_best": min(times["anchor"]) / min(times["project"]),
+                     "ratio_best": min(times["anchor"]) / min(times["project"]) if times["anchor"] else nan,
                      "project_steps_s": " ".join(f"{t:.3g}" for t in times["project"]),
                      "anchor_steps_s": " ".join(f"{t:.3g}" for t in times["anchor"]),
                      "differences": pair.differences})
