@@ -8,8 +8,10 @@ backward + fused AdamW, bf16 autocast on CUDA, eager and torch.compile, in sampl
 Sampling: ``--n-samples`` latents with ``--sample-steps`` Heun steps and classifier-free guidance
 (conditional + unconditional halves in one batched forward), then the tokenizer decoder
 (``--tokenizer-dir``; without it the same CNN architecture with random weights, paper channels on
-GPU) to 160x192x160 volumes, in volumes/s. ``--anchor`` runs the plain-PyTorch
-reference (gpu_anchor.py dit) in the same process tree so the ratio compares like with like.
+GPU) to 160x192x160 volumes, in volumes/s. ``--anchor`` times gpu_anchor.py's
+DiT next to ours in this process at DiT-XL shapes, one step of each in turn: {out}/dit_anchor.csv
+(ratio = anchor step time / ours; GPU batch 16, eager and compiled; CPU batch 1, float32,
+``--anchor-depth`` blocks); on GPU the anchor's own runs are rows of dit.csv too.
 """
 
 from __future__ import annotations

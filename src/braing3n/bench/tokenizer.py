@@ -13,8 +13,10 @@ Rows (written to {out}/tokenizer.csv|md with provenance):
   copy to the device, z-score on the device) alone, vol/s and GB/s per worker count, on a
   synthetic store of ``--store-volumes`` files (page cache warm: the disk is not measured);
 - ``mae+loader``: the MAE step fed by that loader, and its ratio to the step alone.
-``--anchor`` runs the plain-PyTorch reference (gpu_anchor.py mae and dec, eager and compiled) in
-the same call so the ratios compare like with like.
+``--anchor`` loads the plain-PyTorch reference (gpu_anchor.py) and times its MAE and decoder
+next to ours at its shapes (ViT-B, 70 % masking; paper CNN decoder), one step of each in turn:
+{out}/tokenizer_anchor.csv, ratio = anchor step time / ours (GPU: batch 32 / 2, eager and
+compiled; CPU: batch 1, float32). On GPU its own eager/compiled runs are rows here too.
 """
 
 from __future__ import annotations
