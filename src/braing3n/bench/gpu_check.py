@@ -160,10 +160,10 @@ def _head(tmp: Path, dry: bool) -> tuple[str, str]:
 
     spec = {"mapping": str(REPO_ROOT / "config/cohorts/phantommem.yaml"), "root": str(tmp / "raw"),
             "phantom": {"style": "adni", "n_subjects": 1, "n_longitudinal": 0, "modalities": {"T1": 1},
-                        "voxel_sizes": {"1": 1}, "orientations": {"RAS": 1}}}
+                        "voxel_sizes": {"2": 1}, "orientations": {"PSR": 1}}}
     plan = plan_cohort("gpucheck", spec, {"phantom": {"seed": 3}, "seed": 0})
     generate_cohort(plan, {"phantom": {"seed": 3}, "seed": 0}, log=lambda *a: None)
-    return plan.scans[0].path, "phantom T1 (1 mm)"
+    return str(plan.scans[0].path), "phantom T1 (2 mm, PSR)"
 
 
 def hdbet(device: torch.device, dry: bool, repeats: int) -> pd.DataFrame:
