@@ -17,7 +17,7 @@ STAMP  := $(VENV)/.installed
 OVERLAY ?=
 DEMO_CONFIGS := config/demo.yaml $(OVERLAY)
 
-.PHONY: demo test test-demo bench lint clean-demo help
+.PHONY: demo test test-demo bench gpu-check gpu-check-demo lint clean-demo help
 
 help:
 	@echo "make demo   - run the pipeline end to end on the phantom demo cohorts (CPU)"
@@ -25,6 +25,8 @@ help:
 	@echo "make test   - run the test suite"
 	@echo "make test-demo - the honest check on a demo-sized learning chain (~19 min)"
 	@echo "make bench  - run the benchmarks (tables written under bench/)"
+	@echo "make gpu-check - every GPU figure on one CUDA device, < 8 min (bench/gpu/; no GPU: a dry pass)"
+	@echo "make gpu-check-demo - the honest check on config/demo_gpu.yaml, < 10 min (no GPU: a dry pass)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -53,6 +55,14 @@ test-demo: $(STAMP)
 ANCHOR := $(wildcard ../shared/tools/gpu_anchor.py)
 bench: $(STAMP)
 	$(BIN)/braing3n bench all --out bench $(if $(ANCHOR),--anchor $(ANCHOR))
+
+# One CUDA device: the anchor and our train steps, loader, HD-BET and sampling at paper sizes
+# (src/braing3n/bench/gpu_check.py). Without one: one line saying so, a dry pass at tiny shapes, exit 0.
+gpu-check: $(STAMP)
+	$(BIN)/braing3n bench gpu-check --out bench/gpu $(if $(ANCHOR),--anchor $(ANCHOR))
+
+gpu-check-demo: $(STAMP)
+	$(BIN)/braing3n bench gpu-check --demo --out bench/gpu --overlay config/demo_gpu.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -13,24 +13,26 @@ BENCHMARKS = {
     "dag": "snakemake -n all on a paper-sized (35,309-scan) synthetic manifest",
     "memory": "training memory per model and batch (estimate from a saved-tensor count)",
 }
+# not in `all` (the CPU-side set): its own targets, make gpu-check / gpu-check-demo, and out folder
+SEPARATE = {"gpu-check": "every GPU figure in one call on one CUDA device (no GPU: a dry pass at tiny shapes)"}
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: braing3n bench {" + ",".join([*BENCHMARKS, "all"]) + "} [--out DIR] [options]")
-        for name, help_ in BENCHMARKS.items():
+        print("usage: braing3n bench {" + ",".join([*BENCHMARKS, *SEPARATE, "all"]) + "} [--out DIR] [options]")
+        for name, help_ in {**BENCHMARKS, **SEPARATE}.items():
             print(f"  {name:<11} {help_}")
         return 0
     name, rest = argv[0], argv[1:]
     names = list(BENCHMARKS) if name == "all" else [name]
-    if any(n not in BENCHMARKS for n in names):
+    if any(n not in BENCHMARKS and n not in SEPARATE for n in names):
         print(f"braing3n bench: unknown benchmark {name!r}", file=sys.stderr)
         return 2
     rc, done = 0, []
     for n in names:
         args = rest if n in ANCHORED or name != "all" else _without_anchor(rest)
         try:
-            code = int(importlib.import_module(f"braing3n.bench.{n}").main(args) or 0)
+            code = int(importlib.import_module(f"braing3n.bench.{n.replace('-', '_')}").main(args) or 0)
         except (OSError, RuntimeError, ValueError) as exc:  # one line; `all` goes on with the next one
             print(f"braing3n bench {n}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                   file=sys.stderr)

@@ -8,8 +8,10 @@ backward + fused AdamW, bf16 autocast on CUDA, eager and torch.compile, in sampl
 Sampling: ``--n-samples`` latents with ``--sample-steps`` Heun steps and classifier-free guidance
 (conditional + unconditional halves in one batched forward), then the tokenizer decoder
 (``--tokenizer-dir``; without it the same CNN architecture with random weights, paper channels on
-GPU) to 160x192x160 volumes, in volumes/s. ``--anchor`` runs the plain-PyTorch
-reference (gpu_anchor.py dit) in the same process tree so the ratio compares like with like.
+GPU) to 160x192x160 volumes, in volumes/s. ``--anchor`` times gpu_anchor.py's
+DiT next to ours in this process at DiT-XL shapes, one step of each in turn: {out}/dit_anchor.csv
+(ratio = anchor step time / ours; GPU batch 16, eager and compiled; CPU batch 1, float32,
+``--anchor-depth`` blocks); on GPU the anchor's own runs are rows of dit.csv too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -151,6 +154,71 @@ def anchor_ratios(rows: list[dict]) -> tuple[list[float], list[float]]:
     return same, [r["samples_per_s"] / best if r["stage"] == "train" else float("nan") for r in rows]
 
 
+def anchor_pair(mod, cfg: DiTConfig, batch: int, device: torch.device, compiled: bool = False,
+                hold_both: bool = True):
+    """The DiT train step (flow-matching loss with six conditions and CFG dropout, as
+    ``train_throughput``) next to gpu_anchor.py's DiT at the same width, depth and tokens.
+    ``hold_both=False`` where the two do not fit in memory together (28-block DiT-XL + AdamW in
+    float32 ~17 GB each at batch 1): each is then rebuilt per round."""
+    gpu = device.type == "cuda"
+    wrap = torch.compile if compiled else (lambda m: m)
+    n = int(np.prod(cfg.grid)) // cfg.patch**3
+
+    def project():
+        torch.manual_seed(0)
+        model = DiT(cfg).to(device)
+        run = wrap(model)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=gpu)
+        x1 = torch.randn(batch, model.num_tokens, cfg.in_channels, device=device)
+        cond, probs = _cond(batch, device), dict.fromkeys([*CATS, *CONT], 0.1)
+
+        def step():
+            with _autocast(device):
+                t = flow.sample_time(batch, device=device)
+                loss = flow.flow_loss(run, x1, drop_conditions(cond, probs), t, torch.randn_like(x1))
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+    def anchor():
+        torch.manual_seed(0)
+        model = mod.DiT(d=cfg.hidden, L=cfg.depth, h=cfg.heads, n=n, c=cfg.in_channels).to(device)
+        inputs = (torch.randn(batch, n, cfg.in_channels, device=device), torch.randn(batch, 256, device=device))
+        return gpu_anchor.anchor_step(wrap(model), inputs, bf16=gpu)
+
+    return gpu_anchor.Pair(f"dit{' compiled' if compiled else ''}",
+                           f"batch {batch}, {n} tokens x {cfg.in_channels}, {cfg.hidden}x{cfg.depth}", project, anchor,
+                           "project adds: 6 condition embedders (5 tables + age sinusoid MLP), CFG dropout, "
+                           "path interpolation, adaLN final layer, velocity MSE", hold_both=hold_both)
+
+
+def compare_to_anchor(path: str, device: torch.device, out: Path, rounds: int, compile_: bool,
+                      depth: int | None = None) -> pd.DataFrame:
+    """DiT-XL (1,200 latent tokens, width 1152, 16 heads) next to the anchor's in this process:
+    {out}/dit_anchor.csv. GPU: batch 16, eager and compiled; CPU: batch 1, eager, float32.
+    ``depth`` < 28 keeps the per-token shapes and cuts blocks (a small machine's memory): the
+    fixed parts (embedders, final layer) then weigh more, so the ratio is a lower bound."""
+    from braing3n.provenance import provenance, write_table
+
+    gpu = device.type == "cuda"
+    mod = gpu_anchor.load_module(path)
+    cfg = DiTConfig.from_preset("paper", categorical=CATS, continuous=CONT)
+    if depth:
+        cfg = DiTConfig.from_preset("paper", categorical=CATS, continuous=CONT, depth=depth)
+    b = 16 if gpu else 1
+    hold = gpu or cfg.depth <= 14
+    pairs = [anchor_pair(mod, cfg, b, device, hold_both=hold)]
+    if gpu and compile_:
+        pairs.append(anchor_pair(mod, cfg, b, device, True))
+    df = gpu_anchor.table(gpu_anchor.time_pairs(pairs, rounds, warm=3 if gpu else 1, sync=lambda: _sync(device)),
+                          device, path)
+    write_table(df, out / "dit_anchor.csv", gpu_anchor.stamp(provenance(None, seed=0)))
+    print(df.drop(columns=["differences"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return df
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="braing3n bench dit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,6 +231,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--sample-steps", type=int, default=None, help="Heun steps (GPU 50, CPU 3)")
     p.add_argument("--tokenizer-dir", default=None, help="tokenizer folder: decode the samples with its decoder")
     p.add_argument("--anchor", default=None, help="path of gpu_anchor.py to run as the reference")
+    p.add_argument("--anchor-rounds", type=int, default=2,
+                   help="interleaved steps per side in the anchor comparison (dit_anchor.csv)")
+    p.add_argument("--anchor-only", action="store_true", help="only the anchor comparison")
+    p.add_argument("--anchor-depth", type=int, default=None,
+                   help="DiT blocks in the anchor comparison (default 28; fewer on a small machine's memory)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     from braing3n.train.distributed import pick_device
@@ -174,6 +247,11 @@ def main(argv: list[str]) -> int:
         torch.backends.cudnn.allow_tf32 = True
     else:
         torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.anchor:
+        compare_to_anchor(args.anchor, device, Path(args.out), args.anchor_rounds, not args.no_compile,
+                          args.anchor_depth)
+        if args.anchor_only:
+            return 0
     preset = args.preset or ("paper" if gpu else "tiny")
     cfg = DiTConfig.from_preset(preset, categorical=CATS, continuous=CONT)
     batches = [int(b) for b in (args.batches or ("16,64" if gpu else "2")).split(",")]
@@ -191,7 +269,7 @@ def main(argv: list[str]) -> int:
         tok = RandomDecoder("paper" if gpu else "tiny", device)
     rows.append(sample_throughput(cfg, args.n_samples or (16 if gpu else 2), args.sample_steps or (50 if gpu else 3),
                                   device, tok))
-    if args.anchor:
+    if args.anchor and gpu:  # on CPU the anchor script runs toy models: compare_to_anchor has the paper shapes
         rows += run_anchor(args.anchor)
     df = pd.DataFrame(rows)
     df.insert(0, "model", f"dit-{preset}")

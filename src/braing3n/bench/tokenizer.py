@@ -13,14 +13,17 @@ Rows (written to {out}/tokenizer.csv|md with provenance):
   copy to the device, z-score on the device) alone, vol/s and GB/s per worker count, on a
   synthetic store of ``--store-volumes`` files (page cache warm: the disk is not measured);
 - ``mae+loader``: the MAE step fed by that loader, and its ratio to the step alone.
-``--anchor`` runs the plain-PyTorch reference (gpu_anchor.py mae and dec, eager and compiled) in
-the same call so the ratios compare like with like.
+``--anchor`` loads the plain-PyTorch reference (gpu_anchor.py) and times its MAE and decoder
+next to ours at its shapes (ViT-B, 70 % masking; paper CNN decoder), one step of each in turn:
+{out}/tokenizer_anchor.csv, ratio = anchor step time / ours (GPU: batch 32 / 2, eager and
+compiled; CPU: batch 1, float32). On GPU its own eager/compiled runs are rows here too.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -156,6 +159,73 @@ def run_anchor(path: str) -> list[dict]:
             for rec in gpu_anchor.run_anchor(path, ["mae", "dec"], "bench tokenizer")]
 
 
+def anchor_pairs(mod, device: torch.device, mae_cfg: MAEConfig, dec_cfg, batch: int = 1, dec_batch: int = 1,
+                 compiled: bool = False) -> list[gpu_anchor.Pair]:
+    """The MAE and CNN-decoder train steps next to gpu_anchor.py's at the same shapes (``mod``: the
+    anchor loaded by ``anchor.load_module``). The project's steps are its real ones: the MAE from
+    the volume (patchify, 70 % masking, masked MSE); the decoder from frozen-encoder tokens
+    (projection, token grid -> CNN decoder, L1 to the volume); the anchor's square its output."""
+    gpu = device.type == "cuda"
+    wrap = torch.compile if compiled else (lambda m: m)
+    n, p = mae_cfg.n_tokens, mae_cfg.patch
+    tag = " compiled" if compiled else ""
+
+    def project_mae():
+        torch.manual_seed(0)
+        model = MAE(mae_cfg).to(device)
+        x = torch.randn(batch, 1, *mae_cfg.img_size, device=device)
+        return _train_step(wrap(model), model.parameters(), lambda m, v: m(v)["loss"], lambda: x, device)
+
+    def anchor_mae():
+        torch.manual_seed(0)
+        model = mod.MAE(d=mae_cfg.width, L=mae_cfg.depth, h=mae_cfg.heads, dd=mae_cfg.dec_width,
+                        dL=mae_cfg.dec_depth, dh=mae_cfg.dec_heads, n=n, keep=mae_cfg.n_keep, p=p).to(device)
+        return gpu_anchor.anchor_step(wrap(model), (torch.randn(batch, n, p**3, device=device),), bf16=gpu)
+
+    def project_dec():
+        torch.manual_seed(0)
+        model = TokenizerModel(mae_cfg, dec_cfg).to(device).train()
+        tokens = torch.randn(dec_batch, n, mae_cfg.width, device=device)
+        vols = torch.randn(dec_batch, 1, *mae_cfg.img_size, device=device)
+        fn = wrap(lambda t: model.decode(model.latent_from_tokens(t)))
+        return _train_step(fn, model.trainable_parameters(), lambda f, t: l1_loss(f(t), vols), lambda: tokens, device)
+
+    def anchor_dec():
+        torch.manual_seed(0)
+        model = mod.Dec(ch=dec_cfg.channels).to(device)
+        z = torch.randn(dec_batch, dec_cfg.latent_dim, *mae_cfg.grid, device=device)
+        return gpu_anchor.anchor_step(wrap(model), (z,), bf16=gpu)
+
+    shape, grid = "x".join(map(str, mae_cfg.img_size)), "x".join(map(str, mae_cfg.grid))
+    return [
+        gpu_anchor.Pair(f"mae{tag}", f"batch {batch}, {n} tokens, {mae_cfg.n_keep} kept, "
+                        f"{mae_cfg.width}x{mae_cfg.depth}", project_mae, anchor_mae,
+                        "project adds: patchify of the volume, CLS token, 2 final LayerNorms, masked-MSE loss"),
+        gpu_anchor.Pair(f"decoder{tag}", f"batch {dec_batch}, {dec_cfg.latent_dim}x{grid}"
+                        f" -> {shape}, channels {'-'.join(map(str, dec_cfg.channels))}", project_dec, anchor_dec,
+                        f"project adds: {mae_cfg.width}->{dec_cfg.latent_dim} token projection, L1 to a volume"),
+    ]
+
+
+def compare_to_anchor(path: str, device: torch.device, out: Path, rounds: int, compile_: bool) -> pd.DataFrame:
+    """The anchor's paper shapes (ViT-B MAE, 70 % masking; the paper CNN decoder) in this process,
+    interleaved with the project's steps: {out}/tokenizer_anchor.csv. GPU: the anchor's first batch
+    sizes (MAE 32, decoder 2), eager and compiled; CPU: batch 1, eager, float32."""
+    from braing3n.provenance import provenance, write_table
+
+    gpu = device.type == "cuda"
+    mod = gpu_anchor.load_module(path)
+    pairs = anchor_pairs(mod, device, mae_config("vitb"), decoder_config("paper"), *((32, 2) if gpu else (1, 1)))
+    if gpu and compile_:
+        pairs += anchor_pairs(mod, device, mae_config("vitb"), decoder_config("paper"), 32, 2, compiled=True)
+    df = gpu_anchor.table(gpu_anchor.time_pairs(pairs, rounds, warm=3 if gpu else 1, sync=lambda: _sync(device)),
+                          device, path)
+    write_table(df, out / "tokenizer_anchor.csv", gpu_anchor.stamp(provenance(None, seed=0)))
+    logging.getLogger(__name__).info("bench tokenizer: -> %s", out / "tokenizer_anchor.csv")
+    print(df.drop(columns=["differences"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return df
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="braing3n bench tokenizer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +239,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-monai", action="store_true")
     p.add_argument("--anchor", default=None, help="path of gpu_anchor.py, run as the reference")
+    p.add_argument("--anchor-rounds", type=int, default=3,
+                   help="interleaved steps per side in the anchor comparison (tokenizer_anchor.csv)")
+    p.add_argument("--anchor-only", action="store_true", help="only the anchor comparison")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     from braing3n.provenance import provenance, write_table
@@ -180,6 +253,10 @@ def main(argv: list[str]) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+    if args.anchor:
+        compare_to_anchor(args.anchor, device, Path(args.out), args.anchor_rounds, not args.no_compile)
+        if args.anchor_only:
+            return 0
     presets = [args.preset] if args.preset else (["vitb", "paper"] if gpu else ["tiny"])
     batches = [int(b) for b in (args.batches or ("32,128" if gpu else "2")).split(",")]
     steps, warm = args.steps or (20 if gpu else 3), 5 if gpu else 1
@@ -214,7 +291,7 @@ def main(argv: list[str]) -> int:
                         batch_fn=lambda: zscore(next(it).to(device, non_blocking=True)), name="mae+loader")
         fed.update(preset=presets[0], workers=best_w, ratio_to_step_alone=fed["vol_per_s"] / alone["vol_per_s"])
         rows.append(fed)
-    if args.anchor:
+    if args.anchor and gpu:  # on CPU the anchor script runs toy models: compare_to_anchor has the paper shapes
         rows += run_anchor(args.anchor)
     df = pd.DataFrame(rows)
     df.insert(1, "device", torch.cuda.get_device_name(device) if gpu else f"cpu x{torch.get_num_threads()}")
