@@ -86,7 +86,7 @@ class Layout:
     root: str = "results"
 
     def scan_dir(self, cohort: str, subject: str, session: str) -> str:
-        return f"{self.root}/preprocessed/{cohort}/sub-{subject}/ses-{session}/anat"
+        return f"{self.derivatives_root(cohort)}/sub-{subject}/ses-{session}/anat"
 
     def scan_record(self, cohort: str, subject: str, session: str, modality: str) -> str:
         return f"{self.scan_dir(cohort, subject, session)}/{scan_record_name(subject, session, modality)}"

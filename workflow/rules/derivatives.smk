@@ -15,7 +15,9 @@ rule derivatives_description:
         root=lambda wc: L.derivatives_root(wc.cohort),
     log:
         f"{R}/logs/preprocess/derivatives_{{cohort}}.log",
-    localrule: True
+    resources:
+        mem_mb=1000,
+        runtime=30,
     conda:
         "../envs/cpu.yaml"
     shell:
