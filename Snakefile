@@ -48,6 +48,7 @@ except ConfigError as exc:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/phantom.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/derivatives.smk"
 include: "workflow/rules/metadata.smk"
 include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/generator.smk"

@@ -83,3 +83,28 @@ def test_mapping_name_resolves_and_unknown_name_is_one_line():
     assert Path(mapping_path("bids")).name == "bids.yaml"
     with pytest.raises(ValueError, match=r"cohort mapping 'nosuch' is neither a file nor a shipped mapping name"):
         load_mapping("nosuch")
+
+
+def test_parse_time_check_of_a_bids_cohort_without_its_optional_tables(tmp_path):
+    """participants.tsv and sessions.tsv are optional in the bids mapping: their absence is no
+    config error (it used to be "none of the clinical spreadsheets"); no T1 still is one."""
+    from braing3n.config import ConfigError, check_cohort
+    from braing3n.metadata.mapping import load_cohort_mapping
+
+    mapping = load_cohort_mapping("bids")
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (anat / "sub-01_T2w.nii.gz").write_bytes(b"")
+    spec = {"mapping": "bids", "root": str(tmp_path)}
+    scans = discover_scans("c", mapping, tmp_path)
+    with pytest.raises(ConfigError, match=r"^config: cohorts\.c: 1 scans under .* but no T1 in any session"):
+        check_cohort("c", spec, mapping, scans)
+    (anat / "sub-01_T1w.nii.gz").write_bytes(b"")
+    scans = discover_scans("c", mapping, tmp_path)
+    assert [(s.subject, s.session, s.modality) for s in scans] == [("01", "01", "T1"), ("01", "01", "T2")]
+    assert not (tmp_path / "participants.tsv").exists()
+    check_cohort("c", spec, mapping, scans)  # no error
+    # a mapping whose table is required still gets its one line
+    required = {**mapping, "tables": [{**mapping["tables"][0], "optional": False}]}
+    with pytest.raises(ConfigError, match=r"none of the clinical spreadsheets of bids is under"):
+        check_cohort("c", spec, required, scans)

@@ -191,7 +191,7 @@ def test_auto_baseline_is_a_heldout_t1_pair(tmp_path):
     pick = fc.pick_heldout_baseline(lay)
     assert pick["scan_id"] == "demo_sub-b_ses-bl_T1" and pick["disease"] == "MCI" and pick["true_years"] == 2.0
     path = fc.atlas_path_of(pick["scan_id"], lay)
-    assert str(path).endswith("preprocessed/demo/sub-b/ses-bl/anat/sub-b_ses-bl_space-SRI24_T1.nii.gz")
+    assert str(path).endswith("preprocessed/demo/sub-b/ses-bl/anat/sub-b_ses-bl_space-SRI24_T1w.nii.gz")
     with pytest.raises(ValueError, match="not of the form"):
         fc.atlas_path_of("garbage", lay)
 

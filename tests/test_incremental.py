@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 PROFILE = str(REPO / "profiles" / "local")
 # A cohort's own preprocessing and metadata jobs; their outputs carry the cohort name in the path.
-PREPROCESS_RULES = {"preprocess_session", "qc_table"}
+PREPROCESS_RULES = {"preprocess_session", "qc_table", "derivatives_description"}
 PER_COHORT_RULES = PREPROCESS_RULES | {"harmonise"}
 
 MATERIALISE = dag_script('''

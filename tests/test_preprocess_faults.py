@@ -201,7 +201,7 @@ def test_session_goes_on_past_a_crashing_and_a_bad_scan(tmp_path, monkeypatch):
     assert status["FLAIR"] == ("failed", f"{raws['FLAIR']}: internal error in n4: IndexError: list index out of range")
     assert status["T2"][0] == "failed" and status["T2"][1].startswith(f"{raws['T2']}: constant image")
     names = files(out.parent)
-    assert "sub-S1_ses-01_FLAIR_crash.txt" in names and "sub-S1_ses-01_space-SRI24_T1c.nii.gz" in names
+    assert "sub-S1_ses-01_FLAIR_crash.txt" in names and "sub-S1_ses-01_ce-gadolinium_space-SRI24_T1w.nii.gz" in names
     assert not [n for n in names if ("FLAIR" in n or "T2" in n) and not n.endswith(("_qc.json", "_crash.txt"))]
     from braing3n.preprocess.qc_table import build_table
 

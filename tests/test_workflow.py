@@ -14,7 +14,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 STAGE_RULES = {
     "phantom": ["phantom_phantommem", "phantom_phantomonc"],
-    "preprocess": ["preprocess_session", "qc_table"],
+    "preprocess": ["preprocess_session", "qc_table", "derivatives_description"],
     "metadata": ["harmonise", "manifest"],
     "tokenizer": ["store", "train_mae", "train_decoder", "export", "reconstruct"],
     "generator": ["train_dit", "train_dit_long", "generate_arm", "forecast_demo"],

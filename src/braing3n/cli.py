@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "atlas": ("braing3n.atlas", "build or check the SRI24 atlas in resources/atlas"),
     "phantom": ("braing3n.phantom.cli", "synthesise a phantom cohort with ground truth"),
     "preprocess": ("braing3n.preprocess.cli", "N4 -> HD-BET -> SRI24 affine -> clip -> QC, per scan"),
+    "derivatives": ("braing3n.preprocess.derivatives", "write a cohort's BIDS-derivatives dataset_description.json"),
     "qc-table": ("braing3n.preprocess.qc_table", "aggregate per-scan QC records into a cohort table"),
     "harmonise": ("braing3n.metadata.cli", "harmonise one cohort's metadata into the Parquet dataset"),
     "manifest": ("braing3n.metadata.manifest", "combine cohorts into the training manifest, pairs and summary"),

@@ -111,7 +111,7 @@ def check_cross_keys(config: dict, source: str = "config") -> None:
 
 def check_cohort(name: str, spec: dict, mapping: dict, scans: list, source: str = "config") -> None:
     """A real (not phantom) cohort that would give a run over nothing: its root missing, no file
-    matching the mapping's scan pattern, none of its clinical spreadsheets, or scans without any T1
+    matching the mapping's scan pattern, none of its required clinical spreadsheets, or scans without any T1
     (every other modality is registered through its session's T1). Raised at parse time, before any
     job, as one line naming the cohort key. Phantom cohorts are written by their rule: not checked."""
     from braing3n.metadata.mapping import resolve_paths
@@ -123,7 +123,7 @@ def check_cohort(name: str, spec: dict, mapping: dict, scans: list, source: str 
     if not scans:
         raise ConfigError(f"{source}: {key}: no file under {root} matches the scan pattern "
                           f"{mapping['scans']['pattern']!r} of {spec['mapping']}")
-    tables = mapping.get("tables") or []
+    tables = [t for t in mapping.get("tables") or [] if not t.get("optional")]  # optional: absent is no error
     if tables and not any(resolve_paths(root, t["path"]) for t in tables):
         wanted = ", ".join(str(p) for t in tables for p in (t["path"] if isinstance(t["path"], list) else [t["path"]]))
         raise ConfigError(f"{source}: {key}: none of the clinical spreadsheets of {spec['mapping']} is under "

@@ -1,11 +1,14 @@
-"""The output tree under ``results/`` (BIDS-derivatives-like). One place for every path.
+"""The output tree under ``results/``. One place for every path, and for the BIDS names of the
+preprocessed products (`product_names`; the modality -> BIDS suffix mapping is `BIDS_SUFFIX`).
 
 results/
   phantom/                                           ground truth written by `braing3n phantom` lives with the raw data
-  preprocessed/{cohort}/sub-{subject}/ses-{session}/anat/
+  preprocessed/{cohort}/                             one BIDS-derivatives dataset per cohort:
+      dataset_description.json, .bidsignore, *.json  written by `braing3n derivatives` (top-level sidecars)
+      sub-{subject}/ses-{session}/anat/
       sub-{subject}_ses-{session}_{modality}_qc.json  scan record (status ok|failed, outputs, QC numbers)
       sub-{subject}_ses-{session}_session.json       session record: the session's scan records and statuses
-      sub-..._space-SRI24_{modality}.nii.gz           atlas-space volume, negatives clipped
+      sub-..._[ce-gadolinium_]space-SRI24_{T1w|T2w|FLAIR}.nii.gz   atlas-space volume, negatives clipped
       sub-..._space-SRI24_desc-brain_mask.nii.gz      brain mask in atlas space
   qc/{cohort}_qc.parquet|csv                          per-cohort QC table with outlier flags
   metadata/cohort={cohort}/part-0.parquet             harmonised metadata, partitioned by cohort
@@ -21,6 +24,44 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SESSION_RECORD_SUFFIX = "_session.json"
+ATLAS_SPACE = "SRI24"
+
+# The one mapping between the pipeline's modality names (T1, T2, FLAIR, T1c: used everywhere else)
+# and BIDS: the suffix of a modality's files, and the `ce-` label of a contrast-enhanced one. Output
+# names are built from it here; metadata/bids.py reads a BIDS cohort's inputs through it.
+BIDS_SUFFIX = {"T1": "T1w", "T2": "T2w", "FLAIR": "FLAIR", "T1c": "T1w"}
+BIDS_CE = {"T1c": "gadolinium"}
+
+
+def bids_prefix(subject: str, session: str, modality: str | None = None) -> str:
+    """``sub-S_ses-T`` and, for a contrast-enhanced modality, its ``_ce-<label>`` (entity order: ce
+    comes before space/desc/from)."""
+    ce = BIDS_CE.get(modality or "")
+    return f"sub-{subject}_ses-{session}" + (f"_ce-{ce}" if ce else "")
+
+
+def modality_label(modality: str) -> str:
+    """The modality as one BIDS label (from-<label> of a transform): T1w, T2w, FLAIR, T1wCEgadolinium."""
+    ce = BIDS_CE.get(modality)
+    return BIDS_SUFFIX[modality] + (f"CE{ce}" if ce else "")
+
+
+def product_names(subject: str, session: str, modality: str) -> dict[str, str]:
+    """File names (in the scan's folder) of one scan's products, valid BIDS-derivatives names:
+    atlas-space volume, QC picture, transform; for the T1 also the atlas-space and native brain masks
+    and the native N4 head. The QC picture (like the scan record and crash file) keeps the internal
+    modality name and is listed in the dataset's .bidsignore, as are the transforms (BIDS has no
+    transform files yet)."""
+    ses, pre, suffix = f"sub-{subject}_ses-{session}", bids_prefix(subject, session, modality), BIDS_SUFFIX[modality]
+    names = {"volume": f"{pre}_space-{ATLAS_SPACE}_{suffix}.nii.gz", "png": f"{ses}_{modality}_qc.png"}
+    if modality == "T1":
+        names.update(brain_mask=f"{ses}_space-{ATLAS_SPACE}_desc-brain_mask.nii.gz",
+                     xfm=f"{ses}_from-T1w_to-{ATLAS_SPACE}_mode-image_xfm.mat",
+                     native_n4=f"{ses}_desc-n4_T1w.nii.gz",
+                     native_brain_mask=f"{ses}_desc-brain_mask.nii.gz")
+    else:
+        names.update(xfm=f"{ses}_from-{modality_label(modality)}_to-T1w_mode-image_xfm.mat")
+    return names
 
 
 # generate.* keys naming a model trained elsewhere, by the model folder they replace
@@ -45,10 +86,17 @@ class Layout:
     root: str = "results"
 
     def scan_dir(self, cohort: str, subject: str, session: str) -> str:
-        return f"{self.root}/preprocessed/{cohort}/sub-{subject}/ses-{session}/anat"
+        return f"{self.derivatives_root(cohort)}/sub-{subject}/ses-{session}/anat"
 
     def scan_record(self, cohort: str, subject: str, session: str, modality: str) -> str:
         return f"{self.scan_dir(cohort, subject, session)}/{scan_record_name(subject, session, modality)}"
+
+    def atlas_volume(self, cohort: str, subject: str, session: str, modality: str) -> str:
+        return f"{self.scan_dir(cohort, subject, session)}/{product_names(subject, session, modality)['volume']}"
+
+    def derivatives_root(self, cohort: str) -> str:
+        """The cohort's BIDS-derivatives dataset (dataset_description.json at its top)."""
+        return f"{self.root}/preprocessed/{cohort}"
 
     def session_record(self, cohort: str, subject: str, session: str) -> str:
         return f"{self.scan_dir(cohort, subject, session)}/sub-{subject}_ses-{session}{SESSION_RECORD_SUFFIX}"

@@ -45,8 +45,7 @@ def atlas_path_of(scan_id: str, layout: Layout) -> Path:
     m = SCAN_ID.match(scan_id)
     if m is None:
         raise ValueError(f"scan_id {scan_id!r} is not of the form cohort_sub-S_ses-T_MODALITY")
-    folder = layout.scan_dir(m["cohort"], m["subject"], m["session"])
-    return Path(folder, f"sub-{m['subject']}_ses-{m['session']}_space-SRI24_{m['modality']}.nii.gz")
+    return Path(layout.atlas_volume(m["cohort"], m["subject"], m["session"], m["modality"]))
 
 
 def pick_heldout_baseline(layout: Layout) -> dict:

@@ -24,7 +24,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-SUFFIX_MODALITY = {"T1w": "T1", "T2w": "T2", "FLAIR": "FLAIR"}
+from braing3n.paths import BIDS_CE, BIDS_SUFFIX
+
+# suffix -> modality of a plain (no ce-) input; a ce- T1w is the T1c (paths.BIDS_SUFFIX/BIDS_CE)
+SUFFIX_MODALITY = {suffix: m for m, suffix in BIDS_SUFFIX.items() if m not in BIDS_CE}
+CE_MODALITY = {BIDS_SUFFIX[m]: m for m in BIDS_CE}
 LABEL = re.compile(r"^[A-Za-z0-9]+$")
 PLAIN = {"sub", "ses", "run", "ce"}  # entities that do not make an acquisition "special"
 
@@ -109,11 +113,11 @@ def discover(root: str | os.PathLike, prefer: list[str] | None = None,
                 skipped.append((path, f"part-{f.entities['part']} image: only magnitude images are inputs"))
                 continue
             if "ce" in f.entities:
-                if modality != "T1":
+                if f.suffix not in CE_MODALITY:
                     skipped.append((path, f"contrast-enhanced {f.suffix} (ce-{f.entities['ce']}) is not a "
                                           "canonical modality (only a ce- T1w is: T1c)"))
                     continue
-                modality = "T1c"
+                modality = CE_MODALITY[f.suffix]
             groups.setdefault((subject, session, modality), []).append(BidsFile(path, f.entities, f.suffix,
                                                                                 f.extension))
     chosen = []

@@ -63,7 +63,7 @@ class ChainParams:
 
 @dataclass
 class Products:
-    """File names (relative to the record's folder) for one scan; BIDS-derivatives style."""
+    """File names (relative to the record's folder) for one scan: BIDS-derivatives names (paths.py)."""
 
     subject: str
     session: str
@@ -71,15 +71,9 @@ class Products:
     names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        ses, m = f"sub-{self.subject}_ses-{self.session}", self.modality
-        self.names = {"volume": f"{ses}_space-SRI24_{m}.nii.gz", "png": f"{ses}_{m}_qc.png"}
-        if m == "T1":
-            self.names.update(brain_mask=f"{ses}_space-SRI24_desc-brain_mask.nii.gz",
-                              xfm=f"{ses}_from-T1_to-SRI24_mode-image_xfm.mat",
-                              native_n4=f"{ses}_desc-n4_T1.nii.gz",
-                              native_brain_mask=f"{ses}_desc-brain_mask.nii.gz")
-        else:
-            self.names.update(xfm=f"{ses}_from-{m}_to-T1_mode-image_xfm.mat")
+        from braing3n.paths import product_names  # the one source of the BIDS names
+
+        self.names = product_names(self.subject, self.session, self.modality)
 
 
 MIN_HEAD_ML = 50.0  # far below any head (> 1,000 mL); catches a mask or a blank volume given as a scan
