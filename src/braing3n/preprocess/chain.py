@@ -23,9 +23,9 @@ from braing3n.atlas import atlas_paths, check_readable
 from braing3n.preprocess import qc
 from braing3n.preprocess.faults import stage
 from braing3n.preprocess.io import ScanError, read_scan, save_ants
-from braing3n.preprocess.n4 import N4Params, despike, head_mask, n4, working_grid
+from braing3n.preprocess.n4 import N4Params, despike, head_mask, n4
 from braing3n.preprocess.register import RegParams, register, to_atlas
-from braing3n.preprocess.resample import expand_nearest, shrink, to_working_resolution
+from braing3n.preprocess.resample import block_factors, expand_nearest, shrink, to_working_resolution
 from braing3n.preprocess.skullstrip import HDBET_MM, brain_mask
 
 
@@ -84,6 +84,7 @@ class Products:
             self.names.update(xfm=f"{ses}_from-{m}_to-T1_mode-image_xfm.mat")
 
 
+HEAD_MASK_MM = 4.0  # grid of the head mask: its boundary only sets N4's mask and HD-BET's crop
 MIN_HEAD_ML = 50.0  # far below any head (> 1,000 mL); catches a mask or a blank volume given as a scan
 
 
@@ -144,11 +145,11 @@ def load_atlas(reg_mm: float = 2.0) -> dict[str, ants.ANTsImage]:
 def read_head(path: str, params: ChainParams) -> tuple[ants.ANTsImage, ants.ANTsImage]:
     """Read, bring a finer-than-atlas scan to ~1 mm once, despike; the head mask on the scan's grid.
 
-    The head mask is found on N4's ~4 mm working grid (Otsu, closing and hole filling took 17 s on
-    a 1 mm grid under load, 0.2 s there) and copied back to the scan's grid, where it serves as
+    The head mask is found on a ~4 mm grid of block means (Otsu, closing and hole filling took 17 s
+    on a 1 mm grid under load, 0.2 s there) and copied back to the scan's grid, where it serves as
     N4's mask and HD-BET's crop box."""
     img = despike(to_working_resolution(read_scan(path), params.working_mm))
-    factors = working_grid(img, params.n4)
+    factors = block_factors(img.spacing, HEAD_MASK_MM)
     small = head_mask(shrink(img, factors))
     head_ml = float(small.numpy().sum()) * float(np.prod(small.spacing)) / 1000.0
     if head_ml < MIN_HEAD_ML:  # e.g. a binary mask passed as a scan: Otsu finds no foreground

@@ -1,6 +1,6 @@
 """Head mask + N4 bias-field correction (ANTsPy).
 
-ANTs N4 is run inside a head mask and on a fixed physical working grid (~4 mm, block means of
+ANTs N4 is run inside a head mask and on a fixed physical working grid (~8 mm, block means of
 the scan: the factor per axis comes from the voxel size, so a 1 mm, a 2 mm and a 0.9x0.9x5.5 mm
 head all fit on about the same grid). Unmasked N4 at library defaults spends most of its time
 fitting the bias to air (121 s vs 19 s per head, REFERENCE.md); N4's own `shrink_factor` is one
@@ -25,7 +25,7 @@ from braing3n.preprocess.resample import block_factors, expand_linear, shrink
 
 @dataclass(frozen=True)
 class N4Params:
-    working_mm: float = 4.0
+    working_mm: float = 8.0
     iterations: tuple[int, ...] = (50, 50, 30)
     tolerance: float = 1e-6
     spline_distance_mm: float = 180.0
