@@ -383,15 +383,20 @@ def test_sigterm_ends_a_scan_stuck_in_ants_within_5_s_and_removes_its_files(tmp_
 
 
 def test_real_head_with_fill_background_and_outliers_matches_the_zero_background_head(shared_data, tmp_path):
-    """IXI174 (2 mm) as stored vs as int16 with a -32768 background: the old code offset the second
-    by +32769 and rejected it ("registration to SRI24 failed"). Outlier voxels: read-level test above
-    (with 20 extreme voxels added here the atlas-space NCC was 0.973, short of 0.99: open)."""
+    """IXI174 (2 mm) as stored vs as int16 with a -32768 background (the old code offset it by
+    +32769 and rejected it: "registration to SRI24 failed") and vs the same head with 20 extreme
+    voxels (+-1e7; the reader's fence left them at twice the brightest tissue, which stretched the
+    head mask's Otsu and the registration's Mattes histograms: atlas NCC 0.973 before despiking,
+    0.989 after, brain volume equal to 0.01 mL; the issue's 0.99 is still open for this case)."""
     img = nib.load(str(shared_data / "ixi-t1-2mm" / "IXI174-HH-1571_T1.nii.gz"))
     d = np.round(np.asanyarray(img.dataobj)).astype(np.float32)
     odd = np.where(d == 0, -32768, d).astype(np.int16)
+    spiky = d.copy()
+    idx = np.random.default_rng(1).choice(d.size, 20, replace=False)
+    spiky.flat[idx[:10]], spiky.flat[idx[10:]] = 1e7, -1e7
     cfg = {"preprocess": {}, "seed": 0}
     outs = []
-    for name, data in (("zero", d), ("odd", odd)):
+    for name, data in (("zero", d), ("odd", odd), ("spiky", spiky)):
         raw = save(tmp_path, f"{name}.nii.gz", data, img.affine)
         rec = tmp_path / name / "sub-S1_ses-01_T1_qc.json"
         out = process("t1", raw, str(rec), "coh", "S1", "01", "T1", cfg)
@@ -399,5 +404,6 @@ def test_real_head_with_fill_background_and_outliers_matches_the_zero_background
         outs.append(np.asanyarray(nib.load(str(rec.parent / out["outputs"]["volume"])).dataobj))
     from braing3n.preprocess import qc
 
-    both = (outs[0] > 0) | (outs[1] > 0)
-    assert qc.ncc(outs[0], outs[1], both) >= 0.99
+    for other, least in zip(outs[1:], (0.99, 0.985), strict=True):
+        both = (outs[0] > 0) | (other > 0)
+        assert qc.ncc(outs[0], other, both) >= least, qc.ncc(outs[0], other, both)

@@ -23,9 +23,10 @@ from braing3n.atlas import atlas_paths, check_readable
 from braing3n.preprocess import qc
 from braing3n.preprocess.faults import stage
 from braing3n.preprocess.io import ScanError, read_scan, save_ants
-from braing3n.preprocess.n4 import N4Params, head_mask, n4
+from braing3n.preprocess.n4 import N4Params, despike, head_mask, n4
 from braing3n.preprocess.register import RegParams, register, to_atlas
-from braing3n.preprocess.skullstrip import brain_mask
+from braing3n.preprocess.resample import block_factors, expand_nearest, shrink, to_working_resolution
+from braing3n.preprocess.skullstrip import HDBET_MM, brain_mask
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class ChainParams:
     min_brain_ml: float = 300.0
     min_ncc_t1: float = 0.3
     atlas_mm: float = 2.0
+    working_mm: float = 1.0  # scans finer than 0.75 mm on an axis are averaged to ~this there
     min_nmi_modality: float = 1.02
     seed: int = 0
 
@@ -76,6 +78,7 @@ class Products:
         self.names = product_names(self.subject, self.session, self.modality)
 
 
+HEAD_MASK_MM = 4.0  # grid of the head mask: its boundary only sets N4's mask and HD-BET's crop
 MIN_HEAD_ML = 50.0  # far below any head (> 1,000 mL); catches a mask or a blank volume given as a scan
 
 
@@ -133,14 +136,26 @@ def load_atlas(reg_mm: float = 2.0) -> dict[str, ants.ANTsImage]:
     return atlas
 
 
-def n4_head(path: str, params: ChainParams, timer: Timer) -> tuple[ants.ANTsImage, ants.ANTsImage]:
-    img = read_scan(path)
-    timer.step("read")
-    head = head_mask(img)
-    head_ml = float(head.numpy().sum()) * float(np.prod(img.spacing)) / 1000.0
+def read_head(path: str, params: ChainParams) -> tuple[ants.ANTsImage, ants.ANTsImage]:
+    """Read, bring a finer-than-atlas scan to ~1 mm once, despike; the head mask on the scan's grid.
+
+    The head mask is found on a ~4 mm grid of block means (Otsu, closing and hole filling took 17 s
+    on a 1 mm grid under load, 0.2 s there) and copied back to the scan's grid, where it serves as
+    N4's mask and HD-BET's crop box."""
+    img = despike(to_working_resolution(read_scan(path), params.working_mm))
+    factors = block_factors(img.spacing, HEAD_MASK_MM)
+    small = head_mask(shrink(img, factors))
+    head_ml = float(small.numpy().sum()) * float(np.prod(small.spacing)) / 1000.0
     if head_ml < MIN_HEAD_ML:  # e.g. a binary mask passed as a scan: Otsu finds no foreground
         raise ScanError(f"{path}: no head found ({head_ml:.0f} mL of foreground after Otsu thresholding; "
                         f"a head is > {MIN_HEAD_ML:.0f} mL)")
+    return img, img.new_image_like(expand_nearest(small.numpy(), factors, img.shape).astype(np.float32))
+
+
+def n4_head(path: str, params: ChainParams, timer: Timer) -> tuple[ants.ANTsImage, ants.ANTsImage]:
+    """(bias-corrected scan, head mask), both on the scan's (possibly ~1 mm averaged) grid."""
+    img, head = read_head(path, params)
+    timer.step("read")
     corrected = n4(img, head, params.n4)
     timer.step("n4")
     return corrected, head
@@ -148,15 +163,24 @@ def n4_head(path: str, params: ChainParams, timer: Timer) -> tuple[ants.ANTsImag
 
 @stage("hdbet")
 def strip(img: ants.ANTsImage, head: ants.ANTsImage, params: ChainParams) -> np.ndarray:
-    """HD-BET on the head's bounding box (+margin): the network cost scales with the field of view."""
+    """HD-BET on the head's bounding box (+margin), resampled once to the network's 1.5 mm grid
+    here (one linear ANTs resampling; HD-BET's own cubic resize and its connected-component pass
+    then have nothing to do); the mask comes back to the scan's grid by linear interpolation of the
+    cleaned 1.5 mm mask, thresholded at 0.5."""
     idx = np.argwhere(head.numpy() > 0)
     margin = np.ceil(params.crop_margin_mm / np.asarray(img.spacing)).astype(int)
     lo = np.maximum(idx.min(0) - margin, 0)
     hi = np.minimum(idx.max(0) + margin + 1, img.shape)
     crop = ants.crop_indices(img, lo.tolist(), hi.tolist())
     mask = np.zeros(img.shape, bool)
-    mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = brain_mask(
-        crop, params.hdbet_mode, params.hdbet_device, params.hdbet_v2_checkpoint)
+    if params.hdbet_v2_checkpoint:  # nnU-Net plans its own resampling
+        mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = brain_mask(crop, params.hdbet_mode, params.hdbet_device,
+                                                                 params.hdbet_v2_checkpoint)
+        return mask
+    net = ants.resample_image(crop, (HDBET_MM,) * 3, use_voxels=False, interp_type=0)
+    small = net.new_image_like(brain_mask(net, params.hdbet_mode, params.hdbet_device).astype(np.float32))
+    mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = ants.resample_image_to_target(
+        small, crop, interp_type="linear").numpy() > 0.5
     return mask
 
 

@@ -20,6 +20,7 @@ from scipy import ndimage
 from braing3n.preprocess.n4 import largest_component
 
 MODES = ("fast", "accurate")
+HDBET_MM = 1.5  # the v1 network's grid: an input already on it is not resized again
 
 
 class HDBETMissingError(RuntimeError):
@@ -55,6 +56,8 @@ def hdbet_v1(img: ants.ANTsImage, mode: str = "fast", device: str = "auto") -> n
     # HD-BET was trained on SimpleITK arrays (z, y, x) of standard-orientation heads
     data = np.ascontiguousarray(np.transpose(img.numpy(), (2, 1, 0)))
     spacing = tuple(float(s) for s in img.spacing[::-1])
+    if np.allclose(spacing, HDBET_MM, atol=1e-4):  # HD-BET compares with == and would resize by 1e-7
+        spacing = (HDBET_MM,) * 3
     import torch
 
     # The trained weights drive activations into float32 denormals, which x86 CPUs compute
@@ -64,10 +67,12 @@ def hdbet_v1(img: ants.ANTsImage, mode: str = "fast", device: str = "auto") -> n
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the package prints every step
             warnings.simplefilter("ignore", UserWarning)
             _, seg = run_hd_bet_function(data, spacing, mode=mode, device=resolve_device(device),
-                                         postprocess=True, do_tta=(mode == "accurate"))
+                                         postprocess=False, do_tta=(mode == "accurate"))
     finally:
         if flushed:
             torch.set_flush_denormal(False)
+    # clean_mask keeps the largest component (what HD-BET's postprocess does, with one pass over the
+    # labels instead of one per component) and fills holes
     return clean_mask(np.transpose(seg, (2, 1, 0)) > 0)
 
 
