@@ -25,6 +25,12 @@ CHECK_VIEW = "T1"
 CHECK_FEATURES = ("grid", "mean")
 CHANCE = {"auroc": 0.5, "pearson_r": 0.0}
 ALPHA = 0.05
+# Said on the "beats the floor" row of every run: the CPU demo's tiny MAE (1,000 steps) ties its
+# untrained twin on the demo-sized chain and wins or ties from one `make demo` training to the next,
+# so on CPU the row is no verdict on the install; a GPU-trained ViT-B MAE is (issue #7).
+WIN_ROW_NOTE = ("on CPU this row is not expected to pass (the demo's tiny MAE, 1,000 steps, reads the planted "
+                "effects about as well as its untrained twin); the run that decides it is `make gpu-check-demo` "
+                "(the demo learning chain with config/demo_gpu.yaml on one GPU)")
 
 
 def _check_feature(df: pd.DataFrame, encoders: tuple[str, str]) -> str:
@@ -94,7 +100,8 @@ def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit"
     Probes (T1 view; grid features, else mean): per known effect, the reference encoder's 95% CI lies
     above chance and it does not lose to the random floor (paired bootstrap); plus one row that it
     WINS on at least one effect at p < 0.05 Bonferroni-corrected over the effects (both encoders can
-    sit at the ceiling on an easy effect, so a tie there is no failure).
+    sit at the ceiling on an easy effect, so a tie there is no failure); that row says that on CPU it
+    is not expected to pass and that `make gpu-check-demo` decides it (WIN_ROW_NOTE).
     Guidance: at the best scale, samples follow the requested condition better than chance,
     one-sided p < 0.05 Bonferroni-corrected over the scales tried.
     """
@@ -130,7 +137,7 @@ def honest_check(tables: Path, reference: str = "mae", floor: str = "random_vit"
         rows.append({"check": f"{reference} beats {floor} on at least one known effect", "value": float(len(wins)),
                      "reference": 1.0, "passed": bool(wins),
                      "detail": f"paired bootstrap ({said}); a win needs p < {level:.3g} "
-                               f"(0.05 over {len(KNOWN_EFFECTS)} effects)"})
+                               f"(0.05 over {len(KNOWN_EFFECTS)} effects); {WIN_ROW_NOTE}"})
     gpath = tables / "guidance.csv"
     if gpath.exists():
         g, _ = read_table(gpath)
