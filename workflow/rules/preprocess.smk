@@ -10,6 +10,8 @@ import json
 import shlex
 
 from braing3n.atlas import ATLAS_DIR as PREPROCESS_ATLAS_DIR, FILES as PREPROCESS_ATLAS_FILES
+from braing3n.metadata.discover import load_mapping
+from braing3n.preprocess.declared import cli_flags, declared_inputs
 
 PREPROCESS_ATLAS = [workdir_path(PREPROCESS_ATLAS_DIR / f) for f in PREPROCESS_ATLAS_FILES.values()]
 PREPROCESS_CFG = config.get("preprocess", {})
@@ -26,8 +28,19 @@ def session_raws(wc):
     return SESSION_RAWS[(wc.cohort, wc.subject, wc.session)]
 
 
+# what each cohort's mapping declares about its files (scans.skull_stripped, scans.space)
+PREPROCESS_DECLARED = {
+    c: declared_inputs(load_mapping(spec["mapping"])["scans"], spec["mapping"])
+    for c, spec in COHORTS.items()
+}
+
+
 def session_raw_args(wc):
-    return " ".join(f"--raw {m}={shlex.quote(str(p))}" for m, p in session_raws(wc).items())
+    """--raw MODALITY=PATH per scan, then the mapping's declarations (--skull-stripped T1=yes ...)."""
+    raws = session_raws(wc)
+    words = [w for m, p in raws.items() for w in ("--raw", f"{m}={p}")]
+    words += [w for m in raws for w in cli_flags(PREPROCESS_DECLARED[wc.cohort][m], m)]
+    return " ".join(shlex.quote(str(w)) for w in words)
 
 
 def session_runtime(wc, attempt):
