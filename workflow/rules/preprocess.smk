@@ -3,7 +3,8 @@
 # (rigid to the session's T1, composed, resampled once). The declared output is the session record;
 # it lists one scan record per scan (status ok|failed), written next to it with the products. Bad
 # data -> a "failed" scan record and exit 0, so the session's other scans and the cohort go on.
-# Per cohort: all session records -> QC table (Parquet + CSV + montage PNG).
+# A mapping's scans.skull_stripped / scans.space reach the CLI as --skull-stripped T1=yes --space T1=SRI24
+# (quoted; preprocess/declared.py). Per cohort: all session records -> QC table (Parquet + CSV + montage PNG).
 # Why per session and not per scan: every modality goes through its session's T1 anyway, and the
 # DAG of a paper-sized run (35k scans -> 23k sessions) is a third smaller, so it builds in time.
 import json

@@ -6,10 +6,12 @@ mask is checked where it is made and the reason reads
 file, the stage and the number. The numbers behind every check go into the scan record's `qc`
 (and so into the QC table) whether they pass or not.
 
-Ranges were measured on the real heads in ../shared/data (see the commit that set them):
-brain/head volume 0.41-0.69 on raw IXI and TCGA heads (HD-BET), mask voxels on exact-zero
-background 0.000 (raw heads) against 0.10-0.40 when HD-BET ran on a stripped brain, per-axis
-registration scale 0.93-1.16 and shear |0.00-0.05| native -> SRI24.
+Ranges were measured on the real heads in ../shared/data (HD-BET fast, then the T1 affine):
+brain/head volume 0.29-0.41 (8 IXI heads with neck), 0.56 (TCGA), 0.52 (orientation head);
+mask voxels on exact-zero background <= 0.0004 on IXI/TCGA, 0.16 on the orientation head (its
+zeroed background reaches into the brain), 0.355 when HD-BET ran on the stripped SRI24 brain;
+FOV-edge share 0-0.0014 (IXI/TCGA), 0.036 (orientation); per-axis registration scale native ->
+SRI24 0.95-1.10 and |shear| <= 0.11 (IXI/TCGA), 1.59 and 0.56 on the orientation head.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class CheckParams:
     min_brain_ml: float = 300.0
     max_brain_ml: float = 2500.0
     brain_head_range: tuple[float, float] = (0.2, 0.85)  # HD-BET route only: a stripped head is all brain
-    max_zero_in_mask: float = 0.02
+    max_zero_in_mask: float = 0.25
     min_largest_share: float = 0.95
     max_edge_fraction: float = 0.05
     scale_range: tuple[float, float] = (0.75, 1.35)
