@@ -103,8 +103,6 @@ def check_mask(raw: str, stage: str, mask: np.ndarray, data: np.ndarray, head: n
     if share is not None and share < params.min_largest_share:
         _fail(raw, stage, f"brain mask split into pieces: the largest holds {100 * share:.1f}% of the voxels "
                           f"(expected >= {100 * params.min_largest_share:g}%)")
-    if q["mask_pieces"] > 1:
-        _fail(raw, stage, f"brain mask split into {q['mask_pieces']} pieces (expected 1)")
     if q["mask_edge_fraction"] > params.max_edge_fraction:
         _fail(raw, stage, f"{100 * q['mask_edge_fraction']:.1f}% of the brain mask touches the field-of-view edge "
                           f"(expected <= {100 * params.max_edge_fraction:g}%: brain cut off?)")
