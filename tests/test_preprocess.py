@@ -185,7 +185,8 @@ def test_empty_mask_failed_registration_and_crash(tmp_path, monkeypatch):
     assert_failed_clean(tmp_path, run(tmp_path, raw), raw, ["empty brain mask"])
     # a mask that is the ellipsoid 'brain': registering it to SRI24 cannot reach NCC 0.999
     monkeypatch.setattr(chain, "brain_mask", lambda img, *a: img.numpy() > 500)
-    cfg = {"preprocess": {"min_ncc_t1": 0.999, "registration": {"iterations": [20, 10], "shrink_factors": [4, 2],
+    cfg = {"preprocess": {"min_ncc_t1": 0.999, "reg_scale_range": [0.1, 10.0], "max_reg_shear": 10.0,
+                          "registration": {"iterations": [20, 10], "shrink_factors": [4, 2],
                                                                  "smoothing_sigmas": [2, 1]}}, "seed": 0}
     assert_failed_clean(tmp_path, run(tmp_path, raw, config=cfg), raw, ["registration to SRI24 failed", "NCC"])
 

@@ -28,9 +28,11 @@ import pytest
 from braing3n.preprocess import chain, faults, weights
 from braing3n.preprocess import cli as preprocess_cli
 from braing3n.preprocess.cli import process, process_session
+from braing3n.preprocess.declared import Declared
 from braing3n.preprocess.io import clean_intensities, load_nifti
 
 REPO = Path(__file__).resolve().parents[1]
+RAW_HEAD = Declared(skull_stripped=False)
 CFG = {"preprocess": {"min_ncc_t1": 0.0, "registration": {"iterations": [20, 10], "shrink_factors": [4, 2],
                                                           "smoothing_sigmas": [2, 1]}}, "seed": 0}
 
@@ -111,8 +113,11 @@ FILE_KINDS = {"truncated": ["truncated"], "not_nifti": ["not a readable NIfTI"],
 
 
 def run_t1(tmp_path: Path, raw: str, config=None):
+    """Declared a raw head: this zero-air phantom's bright shell against exact zero is what a
+    skull-stripped brain looks like (preprocess/inputs.py would take it for one), and these
+    tests are about the HD-BET route's stages."""
     rec = tmp_path / "out" / "sub-S1_ses-01_T1_qc.json"
-    return process("t1", raw, str(rec), "coh", "S1", "01", "T1", config or CFG), rec
+    return process("t1", raw, str(rec), "coh", "S1", "01", "T1", config or CFG, None, RAW_HEAD), rec
 
 
 def assert_failed_clean(result, raw: str, words: list[str], crash: bool = False):
@@ -194,12 +199,12 @@ def test_session_goes_on_past_a_crashing_and_a_bad_scan(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ants, "n4_bias_field_correction", n4_crashing_on_flair)
     out = tmp_path / "out" / "sub-S1_ses-01_session.json"
-    body = process_session(raws, str(out), "coh", "S1", "01", CFG)
+    body = process_session(raws, str(out), "coh", "S1", "01", CFG, {m: RAW_HEAD for m in raws})
     status = {s["modality"]: (s["status"], s["reason"]) for s in body["scans"]}
     assert [s["modality"] for s in body["scans"]] == ["T1", "T2", "FLAIR", "T1c"]
     assert status["T1"][0] == status["T1c"][0] == "ok"
     assert status["FLAIR"] == ("failed", f"{raws['FLAIR']}: internal error in n4: IndexError: list index out of range")
-    assert status["T2"][0] == "failed" and status["T2"][1].startswith(f"{raws['T2']}: constant image")
+    assert status["T2"][0] == "failed" and status["T2"][1].startswith(f"{raws['T2']}: read: constant image")
     names = files(out.parent)
     assert "sub-S1_ses-01_FLAIR_crash.txt" in names and "sub-S1_ses-01_ce-gadolinium_space-SRI24_T1w.nii.gz" in names
     assert not [n for n in names if ("FLAIR" in n or "T2" in n) and not n.endswith(("_qc.json", "_crash.txt"))]
@@ -234,13 +239,14 @@ def test_sessions_without_a_usable_t1_record_their_scans(tmp_path):
     body = process_session({"T2": good, "FLAIR": good}, str(tmp_path / "a" / "sub-S1_ses-01_session.json"),
                            "coh", "S1", "01", CFG)
     assert [s["status"] for s in body["scans"]] == ["failed", "failed"]
-    assert all(s["reason"] == f"{good}: session has no T1 (every modality is registered through the session's T1)"
+    assert all(s["reason"] == f"{good}: session: this session has no T1 (every modality is registered through "
+               "the session's T1)"
                for s in body["scans"])
     bad_t1 = raw_of(tmp_path, "near_constant")
     body = process_session({"T1": bad_t1, "FLAIR": good}, str(tmp_path / "b" / "sub-S1_ses-01_session.json"),
                            "coh", "S1", "01", CFG)
     reason = body["scans"][1]["reason"]
-    assert reason.startswith(f"{good}: the session's T1 failed preprocessing ({bad_t1}: constant image")
+    assert reason.startswith(f"{good}: session: the session's T1 failed preprocessing ({bad_t1}: read: constant image")
 
 
 def test_fill_value_background_and_outliers_read_as_the_zero_background_head(tmp_path):
@@ -335,7 +341,7 @@ def test_damaged_weights_stop_the_job_in_one_line_without_unsafe_advice(tmp_path
     raw = save(tmp_path, "t1.nii.gz", *ellipsoid_head())
     out = tmp_path / "out" / "sub-S1_ses-01_session.json"
     args = ["session", "--raw", f"T1={raw}", "--raw", f"FLAIR={raw}", "--record", str(out), "--cohort", "coh",
-            "--subject", "S1", "--session", "01"]
+            "--subject", "S1", "--session", "01", "--skull-stripped", "no"]  # HD-BET runs (see run_t1)
     rc = preprocess_cli.main(args)
     err = capfd.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "weights damaged" in err and "force-reinstall" in err

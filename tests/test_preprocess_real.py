@@ -129,9 +129,11 @@ def _t1_in_fresh_process(out: Path, raw: Path) -> np.ndarray:
 
     out.mkdir(parents=True)
     cfg = out / "config.yaml"
-    # a 2.4 mm head with letters burned in: its NCC with SRI24 is low (0.26), so no threshold here
+    # a 2.4 mm head with letters burned in: its NCC with SRI24 is low (0.26) and its affine scales y
+    # by 1.59 with a 0.56 shear, so no threshold here
     cfg.write_text(yaml.safe_dump({"cohorts": {"c": {"mapping": "none", "root": str(out)}}, "seed": 0,
-                                   "preprocess": {**CFG["preprocess"], "min_ncc_t1": 0.0}}))
+                                   "preprocess": {**CFG["preprocess"], "min_ncc_t1": 0.0,
+                                                  "reg_scale_range": [0.3, 3.0], "max_reg_shear": 2.0}}))
     rec = out / "sub-S1_ses-01_T1_qc.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ITK_")}
     run = subprocess.run([sys.executable, "-m", "braing3n", "preprocess", "t1", "--configfile", str(cfg),

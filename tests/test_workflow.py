@@ -422,3 +422,39 @@ def test_real_jobs_of_every_rule_file_run_with_hostile_paths(tmp_path):
     assert Path(dit).is_file() and Path(lay.table("probes_mae")).is_file()
     assert "probes_mae" in Path(report).read_text()
     assert _canaries(canary) == []
+
+
+def test_a_cohorts_stripped_sri24_declaration_reaches_the_preprocess_command(tmp_path):
+    """`scans.skull_stripped` / `scans.space` of a mapping (per modality too) arrive quoted on the
+    session job's command line; a bad value stops the DAG in one line naming the key."""
+    import shlex
+
+    import yaml
+
+    root = tmp_path / "raw"
+    for mod in ("t1", "flair"):
+        (root / "B1").mkdir(parents=True, exist_ok=True)
+        (root / "B1" / f"B1_{mod}.nii.gz").write_bytes(b"")
+    mapping = {"scans": {"pattern": "{subject}/{subject}_{modality}.nii.gz",
+                         "modalities": {"t1": "T1", "flair": "FLAIR"},
+                         "skull_stripped": {"T1": True, "FLAIR": False}, "space": "SRI24"},
+               "fields": {"diagnosis": {"constant": "GBM"}}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
+    cfg = {"results": str(tmp_path / "results"), "cohorts": {"bt": {"mapping": str(tmp_path / "m.yaml"),
+                                                                     "root": str(root)}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([SNAKEMAKE, "all", "-n", "-p", "--cores", "1", "--directory", str(REPO), "--configfile",
+                          str(tmp_path / "c.yaml")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    commands = re.findall(r"^Shell command: (.*)$", out.stdout + out.stderr, re.M)
+    cmd = next(c for c in commands if " preprocess session" in c)
+    words = shlex.split(cmd)
+    pairs = [(w, words[i + 1]) for i, w in enumerate(words[:-1]) if w in ("--skull-stripped", "--space", "--raw")]
+    assert ("--skull-stripped", "T1=yes") in pairs and ("--skull-stripped", "FLAIR=no") in pairs
+    assert ("--space", "T1=SRI24") in pairs and ("--space", "FLAIR=SRI24") in pairs
+    assert ("--raw", f"T1={root}/B1/B1_t1.nii.gz") in pairs
+    mapping["scans"]["space"] = "MNI"
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
+    out = subprocess.run([SNAKEMAKE, "all", "-n", "--cores", "1", "--directory", str(REPO), "--configfile",
+                          str(tmp_path / "c.yaml")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "scans.space.T1: expected one of SRI24, native, got 'MNI'" in out.stdout + out.stderr

@@ -3,13 +3,16 @@
 # (rigid to the session's T1, composed, resampled once). The declared output is the session record;
 # it lists one scan record per scan (status ok|failed), written next to it with the products. Bad
 # data -> a "failed" scan record and exit 0, so the session's other scans and the cohort go on.
-# Per cohort: all session records -> QC table (Parquet + CSV + montage PNG).
+# A mapping's scans.skull_stripped / scans.space reach the CLI as --skull-stripped T1=yes --space T1=SRI24
+# (quoted; preprocess/declared.py). Per cohort: all session records -> QC table (Parquet + CSV + montage PNG).
 # Why per session and not per scan: every modality goes through its session's T1 anyway, and the
 # DAG of a paper-sized run (35k scans -> 23k sessions) is a third smaller, so it builds in time.
 import json
 import shlex
 
 from braing3n.atlas import ATLAS_DIR as PREPROCESS_ATLAS_DIR, FILES as PREPROCESS_ATLAS_FILES
+from braing3n.metadata.discover import load_mapping
+from braing3n.preprocess.declared import cli_flags, declared_inputs
 
 PREPROCESS_ATLAS = [workdir_path(PREPROCESS_ATLAS_DIR / f) for f in PREPROCESS_ATLAS_FILES.values()]
 PREPROCESS_CFG = config.get("preprocess", {})
@@ -26,8 +29,19 @@ def session_raws(wc):
     return SESSION_RAWS[(wc.cohort, wc.subject, wc.session)]
 
 
+# what each cohort's mapping declares about its files (scans.skull_stripped, scans.space)
+PREPROCESS_DECLARED = {
+    c: declared_inputs(load_mapping(spec["mapping"])["scans"], spec["mapping"])
+    for c, spec in COHORTS.items()
+}
+
+
 def session_raw_args(wc):
-    return " ".join(f"--raw {m}={shlex.quote(str(p))}" for m, p in session_raws(wc).items())
+    """--raw MODALITY=PATH per scan, then the mapping's declarations (--skull-stripped T1=yes ...)."""
+    raws = session_raws(wc)
+    words = [w for m, p in raws.items() for w in ("--raw", f"{m}={p}")]
+    words += [w for m in raws for w in cli_flags(PREPROCESS_DECLARED[wc.cohort][m], m)]
+    return " ".join(shlex.quote(str(w)) for w in words)
 
 
 def session_runtime(wc, attempt):

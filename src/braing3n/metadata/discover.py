@@ -87,6 +87,9 @@ def load_mapping(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: scans.layout must be 'pattern' or 'bids', got {layout!r}")
     if layout == "pattern" and "pattern" not in mapping["scans"]:
         raise ValueError(f"{path}: scans needs a 'pattern' (or layout: bids)")
+    from braing3n.preprocess.declared import declared_inputs
+
+    declared_inputs(mapping["scans"], str(path))  # skull_stripped / space: checked before any job
     return mapping
 
 

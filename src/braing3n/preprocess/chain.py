@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from braing3n.atlas import atlas_paths, check_readable
-from braing3n.preprocess import qc
+from braing3n.preprocess import checks, inputs, qc
 from braing3n.preprocess.faults import stage
 from braing3n.preprocess.io import ScanError, read_scan, save_ants
 from braing3n.preprocess.n4 import N4Params, despike, head_mask, n4
@@ -43,6 +43,7 @@ class ChainParams:
     atlas_mm: float = 2.0
     working_mm: float = 1.0  # scans finer than 0.75 mm on an axis are averaged to ~this there
     min_nmi_modality: float = 1.02
+    check_params: checks.CheckParams = checks.CheckParams()
     seed: int = 0
 
     @classmethod
@@ -60,7 +61,10 @@ class ChainParams:
             crop_margin_mm=p.get("crop_margin_mm", cls.crop_margin_mm),
             min_brain_ml=p.get("min_brain_ml", cls.min_brain_ml), min_ncc_t1=p.get("min_ncc_t1", cls.min_ncc_t1),
             min_nmi_modality=p.get("min_nmi_modality", cls.min_nmi_modality),
-            atlas_mm=r.get("atlas_mm", cls.atlas_mm), seed=int(config.get("seed", 0)))
+            atlas_mm=r.get("atlas_mm", cls.atlas_mm), seed=int(config.get("seed", 0)),
+            check_params=checks.CheckParams(min_brain_ml=p.get("min_brain_ml", cls.min_brain_ml),
+                                            scale_range=tuple(p.get("reg_scale_range", checks.CheckParams.scale_range)),
+                                            max_shear=p.get("max_reg_shear", checks.CheckParams.max_shear)))
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Products:
 
 
 HEAD_MASK_MM = 4.0  # grid of the head mask: its boundary only sets N4's mask and HD-BET's crop
+NOTHING_DECLARED = inputs.Declared()  # detect both from the image
 MIN_HEAD_ML = 50.0  # far below any head (> 1,000 mL); catches a mask or a blank volume given as a scan
 
 
@@ -184,32 +189,70 @@ def strip(img: ants.ANTsImage, head: ants.ANTsImage, params: ChainParams) -> np.
     return mask
 
 
+def prepare(raw: str, declared: inputs.Declared, params: ChainParams, timer: Timer,
+            atlas: dict[str, ants.ANTsImage], hdbet: bool) -> tuple[ants.ANTsImage, np.ndarray | None, dict]:
+    """Read, N4 and brain mask along the scan's route (preprocess/inputs.py).
+
+    Returns the N4-corrected image (on the SRI24 grid when the input is), the brain mask (None
+    when ``hdbet`` is False and the input is a raw head: a modality uses its T1's) and the
+    record's route keys plus the mask's check numbers. A raw head is read twice (here for the
+    route, then by n4_head): ~1 s on a 1 mm head, against HD-BET run on a stripped brain."""
+    head = None
+    img = read_scan(raw)
+    stripped, why, frac = inputs.decide_stripped(declared, img)
+    on_grid, grid_why = inputs.decide_grid(raw, declared, img)
+    route = inputs.Route(stripped, why, on_grid, grid_why, frac).record()
+    cp = params.check_params
+    if stripped:
+        timer.step("read")
+        if on_grid:  # onto the atlas grid first: N4 then sees one image whatever the file's axis order/origin
+            img, on_grid = inputs.to_sri24(img, atlas["t1"]), False
+        mask, support = inputs.stripped_mask(raw, img)
+        img = inputs.n4_in_mask(img, mask, params.n4)
+        timer.step("n4")
+        q = checks.check_mask(raw, "input", mask, img.numpy(), None, img.spacing, cp, support)
+    else:
+        with stage("head mask"):  # n4_head's own "no head found" check; read and n4 tag themselves
+            img, head = n4_head(raw, params, timer)
+        if hdbet:
+            mask = strip(img, head, params)
+            timer.step("hdbet")
+            q = checks.check_mask(raw, "hdbet", mask, img.numpy(), head.numpy() > 0, img.spacing, cp)
+        else:
+            mask, q = None, {}
+    if on_grid:  # a raw head on the SRI24 grid: N4 and HD-BET ran on it as read
+        mask_img = img.new_image_like(mask.astype(np.float32)) if mask is not None else None
+        img = inputs.to_sri24(img, atlas["t1"])
+        mask = inputs.to_sri24(mask_img, atlas["t1"]).numpy() > 0.5 if mask_img is not None else None
+    return img, mask, {"route": route, "qc": q}
+
+
 def run_t1(raw: str, out_dir: Path, products: Products, params: ChainParams,
-           atlas: dict[str, ants.ANTsImage]) -> dict:
+           atlas: dict[str, ants.ANTsImage], declared: inputs.Declared = NOTHING_DECLARED) -> dict:
     """Process a session's T1; returns the record body (outputs, qc, runtime_s). Raises ScanError on bad data."""
     timer = Timer()
     with Staging(out_dir, products) as st:
-        img, head = n4_head(raw, params, timer)
-        mask = strip(img, head, params)
-        timer.step("hdbet")
-        voxel_ml = float(np.prod(img.spacing)) / 1000.0
-        brain_ml = float(mask.sum()) * voxel_ml
-        if brain_ml < params.min_brain_ml:
-            raise ScanError(f"{raw}: empty brain mask (HD-BET found {brain_ml:.0f} mL < {params.min_brain_ml:g} mL)")
+        img, mask, found = prepare(raw, declared, params, timer, atlas, hdbet=True)
+        q = found["qc"]
         mask_img = img.new_image_like(mask.astype(np.float32))
-        register(atlas["reg_fixed"], img * mask_img, params.t1_reg, st.path("xfm"), seed=params.seed)
-        timer.step("register")
-        xfm = [st.path("xfm")]
-        warped = to_atlas(atlas["t1"], img, xfm).numpy()
-        amask = to_atlas(atlas["t1"], mask_img, xfm, label=True).numpy() > 0.5
-        out = np.clip(warped, 0, None) * amask
-        timer.step("resample")
         ref, ref_mask = atlas["t1_brain"].numpy(), atlas["mask"].numpy() > 0
-        q = {"brain_volume_ml": round(brain_ml, 2), "ncc_atlas": qc.ncc(out, ref, ref_mask),
-             "nmi_atlas": qc.nmi(out, ref, ref_mask), "dice_atlas_mask": qc.dice(amask, ref_mask)}
-        if q["ncc_atlas"] < params.min_ncc_t1:
-            raise ScanError(f"{raw}: registration to SRI24 failed (NCC {q['ncc_atlas']:.3f} "
-                            f"< min_ncc_t1 {params.min_ncc_t1})")
+        if found["route"]["input_route"].endswith("sri24"):  # already there: nothing to fit or resample
+            inputs.identity_transform(st.path("xfm"))
+            timer.step("register")
+            amask, out = mask, np.clip(img.numpy(), 0, None) * mask
+        else:  # brain to brain: the atlas side is the SRI24 brain, the scan side its masked N4 image
+            with stage("register"):
+                register(atlas["reg_fixed"], img * mask_img, params.t1_reg, st.path("xfm"), seed=params.seed)
+                timer.step("register")
+                q.update(checks.check_registration(raw, st.path("xfm"), params.check_params))
+            xfm = [st.path("xfm")]
+            warped = to_atlas(atlas["t1"], img, xfm).numpy()
+            amask = to_atlas(atlas["t1"], mask_img, xfm, label=True).numpy() > 0.5
+            out = np.clip(warped, 0, None) * amask
+        timer.step("resample")
+        q.update(ncc_atlas=qc.ncc(out, ref, ref_mask), nmi_atlas=qc.nmi(out, ref, ref_mask),
+                 dice_atlas_mask=qc.dice(amask, ref_mask))
+        checks.check_ncc(raw, q["ncc_atlas"], params.min_ncc_t1)
         save_ants(atlas["t1"].new_image_like(out.astype(np.float32)), st.path("volume"))
         save_ants(atlas["t1"].new_image_like(amask.astype(np.float32)), st.path("brain_mask"), np.uint8)
         save_ants(img, st.path("native_n4"))
@@ -218,39 +261,51 @@ def run_t1(raw: str, out_dir: Path, products: Products, params: ChainParams,
         timer.step("write")
         st.commit()
     return {"outputs": dict(products.names), "transforms_to_atlas": [products.names["xfm"]], "qc": q,
-            "runtime_s": {**timer.seconds, "total": round(sum(timer.seconds.values()), 3)}}
+            **found["route"], "runtime_s": {**timer.seconds, "total": round(sum(timer.seconds.values()), 3)}}
 
 
 def run_modality(raw: str, t1_record: dict, t1_dir: Path, out_dir: Path, products: Products,
-                 params: ChainParams, atlas: dict[str, ants.ANTsImage]) -> dict:
-    """Rigid modality -> native T1, composed with T1 -> atlas, resampled once; the T1's brain mask applies."""
+                 params: ChainParams, atlas: dict[str, ants.ANTsImage],
+                 declared: inputs.Declared = NOTHING_DECLARED) -> dict:
+    """Rigid modality -> native T1, composed with T1 -> atlas, resampled once; the T1's brain mask applies.
+
+    On the SRI24 grid with a T1 that is too (BraTS: co-registered), no registration: identity."""
     timer = Timer()
     t1_out = t1_record["outputs"]
     with Staging(out_dir, products) as st:
-        img, _ = n4_head(raw, params, timer)
+        img, own_mask, found = prepare(raw, declared, params, timer, atlas, hdbet=False)
         t1 = ants.image_read(str(t1_dir / t1_out["native_n4"]))
         t1_mask = ants.image_read(str(t1_dir / t1_out["native_brain_mask"]))
-        # registration metric restricted to the brain (+1 cm): skull/neck differ most between sequences
-        dil = ndimage.binary_dilation(t1_mask.numpy() > 0, iterations=int(np.ceil(10 / min(t1.spacing))))
-        register(t1, img, params.modality_reg, st.path("xfm"), fixed_mask=t1_mask.new_image_like(
-            dil.astype(np.float32)), seed=params.seed)
-        timer.step("register")
-        xfm = [str(t1_dir / t) for t in t1_record["transforms_to_atlas"]] + [st.path("xfm")]
         amask = ants.image_read(str(t1_dir / t1_out["brain_mask"])).numpy() > 0
-        out = np.clip(to_atlas(atlas["t1"], img, xfm).numpy(), 0, None) * amask
+        on_grid = found["route"]["input_route"].endswith("sri24") and t1_record.get("input_route", "").endswith("sri24")
+        if on_grid:
+            inputs.identity_transform(st.path("xfm"))
+            timer.step("register")
+            out = np.clip(img.numpy(), 0, None) * amask
+        else:
+            # registration metric restricted to the brain (+1 cm): skull/neck differ most between sequences;
+            # a stripped modality is registered to the T1's brain (no skull on its side to match)
+            dil = ndimage.binary_dilation(t1_mask.numpy() > 0, iterations=int(np.ceil(10 / min(t1.spacing))))
+            fixed = t1 * t1_mask if own_mask is not None else t1
+            with stage("register"):
+                register(fixed, img, params.modality_reg, st.path("xfm"), fixed_mask=t1_mask.new_image_like(
+                    dil.astype(np.float32)), seed=params.seed)
+            timer.step("register")
+            xfm = [str(t1_dir / t) for t in t1_record["transforms_to_atlas"]] + [st.path("xfm")]
+            out = np.clip(to_atlas(atlas["t1"], img, xfm).numpy(), 0, None) * amask
         timer.step("resample")
         t1_atlas = ants.image_read(str(t1_dir / t1_out["volume"])).numpy()
         native_mask = t1_mask.numpy() > 0
         before = ants.resample_image_to_target(img, t1, interp_type="linear").numpy()  # header alignment only
         after = ants.apply_transforms(fixed=t1, moving=img, transformlist=[st.path("xfm")]).numpy()
-        q = {"brain_volume_ml": t1_record["qc"]["brain_volume_ml"],
+        q = {**found["qc"], "brain_volume_ml": t1_record["qc"]["brain_volume_ml"],
              "nmi_atlas": qc.nmi(out, atlas["t1_brain"].numpy(), atlas["mask"].numpy() > 0),
              "dice_atlas_mask": t1_record["qc"]["dice_atlas_mask"],
              "nmi_t1_before": qc.nmi(before, t1.numpy(), native_mask),
              "nmi_t1_after": qc.nmi(after, t1.numpy(), native_mask),
              "nmi_t1_atlas": qc.nmi(out, t1_atlas, amask)}
         if q["nmi_t1_after"] < params.min_nmi_modality:
-            raise ScanError(f"{raw}: registration to the session T1 failed (NMI {q['nmi_t1_after']:.3f} "
+            raise ScanError(f"{raw}: register: registration to the session T1 failed (NMI {q['nmi_t1_after']:.3f} "
                             f"< min_nmi_modality {params.min_nmi_modality})")
         save_ants(atlas["t1"].new_image_like(out.astype(np.float32)), st.path("volume"))
         qc.overlay_png(out, amask, st.path("png"), f"{products.names['volume']}  NMI->T1 {q['nmi_t1_after']:.3f}")
@@ -260,7 +315,7 @@ def run_modality(raw: str, t1_record: dict, t1_dir: Path, out_dir: Path, product
     outputs = {**products.names, "brain_mask": os.path.normpath(os.path.join(rel_t1, t1_out["brain_mask"]))}
     transforms = [os.path.normpath(os.path.join(rel_t1, t)) for t in t1_record["transforms_to_atlas"]]
     return {"outputs": outputs, "transforms_to_atlas": transforms + [products.names["xfm"]], "qc": q,
-            "runtime_s": {**timer.seconds, "total": round(sum(timer.seconds.values()), 3)}}
+            **found["route"], "runtime_s": {**timer.seconds, "total": round(sum(timer.seconds.values()), 3)}}
 
 
 def write_record(path: Path, record: dict) -> None:

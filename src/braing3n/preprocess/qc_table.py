@@ -3,6 +3,9 @@
 `--records` takes scan records (`*_qc.json`) or session records (`*_session.json`, what the
 workflow passes: each lists its scans' records, which sit beside it).
 
+Each row also says which path the scan took (`input_route`: raw|stripped + native|sri24, and
+`input_route_why`) and holds the numbers behind each stage's check (preprocess/checks.py).
+
 Outliers: robust z = 0.6745 (x - median) / MAD of brain volume and of atlas similarity, over the
 cohort's successful scans; |z| > preprocess.robust_z (3.5) is flagged. Failed scans are listed
 with their reasons (status "failed", `reason`) and, for an internal error, `crash_file` (the
@@ -22,8 +25,13 @@ import pandas as pd
 from braing3n.paths import SESSION_RECORD_SUFFIX
 
 QC_KEYS = ["brain_volume_ml", "ncc_atlas", "nmi_atlas", "dice_atlas_mask", "nmi_t1_before", "nmi_t1_after"]
+# the numbers behind each stage's plausibility check (preprocess/checks.py)
+CHECK_KEYS = ["head_volume_ml", "brain_head_fraction", "mask_zero_fraction", "mask_pieces", "mask_edge_fraction",
+              "support_largest_share"]
+ROUTE_KEYS = ["input_route", "input_route_why", "tissue_edge_fraction"]  # the path each scan took, and why
 COLUMNS = ["scan_id", "cohort", "subject", "session", "modality", "status", "reason", "crash_file", "hdbet",
-           *QC_KEYS, "runtime_total_s", "volume", "brain_mask"]
+           *ROUTE_KEYS, *QC_KEYS, *CHECK_KEYS, "reg_scale_min", "reg_scale_max", "reg_shear_max",
+           "runtime_total_s", "volume", "brain_mask"]
 OUTLIER_COLUMNS = ("brain_volume_ml", "nmi_atlas")
 
 
@@ -54,6 +62,13 @@ def scan_record_paths(paths: list[str]) -> list[Path]:
     return out
 
 
+def _registration_numbers(q: dict) -> dict:
+    """The affine's per-axis scale range and largest |shear| (T1 records; NaN elsewhere)."""
+    scale, shear = q.get("reg_scale"), q.get("reg_shear")
+    return {"reg_scale_min": min(scale) if scale else np.nan, "reg_scale_max": max(scale) if scale else np.nan,
+            "reg_shear_max": max(abs(x) for x in shear) if shear else np.nan}
+
+
 def read_records(paths: list[str]) -> pd.DataFrame:
     rows = []
     for p in scan_record_paths(paths):
@@ -64,7 +79,9 @@ def read_records(paths: list[str]) -> pd.DataFrame:
                      "reason": rec.get("reason", ""), "hdbet": rec.get("hdbet", ""),
                      # an internal error's traceback (preprocess/faults.py), beside the record
                      "crash_file": str(Path(p).parent / rec["crash_file"]) if rec.get("crash_file") else "",
-                     **{k: q.get(k, np.nan) for k in QC_KEYS},
+                     **{k: rec.get(k) if k != "tissue_edge_fraction" else rec.get(k, np.nan) for k in ROUTE_KEYS},
+                     **{k: q.get(k, np.nan) for k in QC_KEYS + CHECK_KEYS},
+                     **_registration_numbers(q),
                      "runtime_total_s": (rec.get("runtime_s") or {}).get("total", np.nan),
                      "volume": str(Path(p).parent / out["volume"]) if "volume" in out else "",
                      "brain_mask": str(Path(p).parent / out["brain_mask"]) if "brain_mask" in out else ""})
