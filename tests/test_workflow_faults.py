@@ -111,13 +111,13 @@ def test_cohort_with_crashing_scans_reaches_qc_table_and_store(shared_data, tmp_
     assert qc["status"].to_dict() == ids
     reasons = {k.split("_sub-")[1]: r for k, r in qc["reason"].items()}
     raw = tmp_path / "raw"
-    assert reasons[_key(qc, "IXI132", "T2")].startswith(f"{raw}/IXI132-HH-1415_T2.nii.gz: field of view")
+    assert reasons[_key(qc, "IXI132", "T2")].startswith(f"{raw}/IXI132-HH-1415_T2.nii.gz: read: field of view")
     crash = _key(qc, "IXI211", "T1")
     assert reasons[crash] == (f"{raw}/IXI211-HH-1568_T1.nii.gz: internal error in n4: IndexError: "
                               "injected fault: list index out of range")
     crash_file = Path(qc.loc[f"faulty_sub-{crash}", "crash_file"])
     assert crash_file.name.endswith("_T1_crash.txt") and "IndexError: injected fault" in crash_file.read_text()
-    assert reasons[_key(qc, "IXI213", "T1")].startswith(f"{raw}/IXI213-HH-1642_T1.nii.gz: constant image")
+    assert reasons[_key(qc, "IXI213", "T1")].startswith(f"{raw}/IXI213-HH-1642_T1.nii.gz: read: constant image")
     assert qc.loc[qc["status"] == "ok", "brain_volume_ml"].between(900, 1900).all()
     index = pd.read_parquet(store).set_index("scan_id")
     ok = sorted(qc.index[qc["status"] == "ok"])
