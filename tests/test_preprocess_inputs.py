@@ -259,3 +259,18 @@ def test_mapping_and_cli_flags_parse_per_modality():
 
     m = load_mapping(str(REPO / "config" / "cohorts" / "brats2021.yaml"))
     assert set(declared_inputs(m["scans"], "brats2021").values()) == {Declared(True, "SRI24")}
+
+
+def test_a_head_with_exact_zero_air_is_raw_by_its_size_not_stripped():
+    """A bright scalp against exact-zero air ends in tissue like a stripped brain; its non-zero
+    region (an ellipsoid of 90 x 110 x 100 mm semi-axes: 4,147 mL) is a head's size, not a brain's."""
+    g = np.stack(np.meshgrid(*[np.arange(n) * 2.0 - n for n in (100, 120, 110)], indexing="ij"))
+    r = np.sqrt((g[0] / 90) ** 2 + (g[1] / 110) ** 2 + (g[2] / 100) ** 2)
+    data = np.where(r < 1.0, 500.0, 0.0) + np.where(r < 0.8, -200.0, 0.0)
+    big = ants.from_numpy(data.astype(np.float32), spacing=(2.0, 2.0, 2.0))
+    assert inputs.tissue_edge_fraction(big) == pytest.approx(1.0)
+    stripped, why, frac = inputs.decide_stripped(Declared(), big)
+    ml = float(why.split("non-zero region is ")[1].split(" mL")[0])
+    assert not stripped and frac == pytest.approx(1.0) and ml == pytest.approx(4147, rel=0.02)
+    small = ants.from_numpy(np.where(r < 0.6, 300.0 + 100.0 * r, 0.0).astype(np.float32), spacing=(2.0, 2.0, 2.0))
+    assert inputs.decide_stripped(Declared(), small)[0]  # 0.6^3 x 4,147 = 896 mL: brain-sized

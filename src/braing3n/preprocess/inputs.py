@@ -34,6 +34,10 @@ SRI24_SHAPE = (240, 240, 155)  # in atlas (LPS) axis order, 1 mm
 # ../shared/data: raw heads 0.04-0.09 (20 IXI), 0.30-0.35 (TCGA T1/T2/FLAIR), 0.47 (orientation
 # head, letters burned in); stripped 0.99-1.00 (SRI24 spgr, TCGA T1 x its HD-BET brain mask).
 STRIPPED_MIN_TISSUE_EDGE = 0.9
+# ... and its non-zero region is brain-sized: a raw head stored with exact-zero air (defaced or
+# masked by the scanner) also ends in tissue (scalp), but holds skull and scalp: adult heads
+# measure > 2,500 mL (IXI: brain/head 0.29-0.41 of 1.1-1.5 L brains), brains (+CSF) < 2,000 mL.
+STRIPPED_MAX_ML = 2200.0
 TISSUE_LEVEL = 0.1
 GRID_TOL_MM = 1e-3
 
@@ -152,6 +156,10 @@ def decide_stripped(declared: Declared, img: ants.ANTsImage) -> tuple[bool, str,
         return declared.skull_stripped, f"declared {word} (cohort mapping or --skull-stripped)", None
     frac = tissue_edge_fraction(img)
     words = f"{100 * frac:.1f}% of the non-zero region's edge is tissue against zero background"
+    support_ml = float((img.numpy() != 0).sum()) * float(np.prod(img.spacing)) / 1000.0
+    if frac >= STRIPPED_MIN_TISSUE_EDGE and support_ml > STRIPPED_MAX_ML:
+        return False, (f"raw head: {words}, but the non-zero region is {support_ml:.0f} mL "
+                       f"(> {STRIPPED_MAX_ML:.0f} mL for a brain: a head with zero air)"), round(frac, 4)
     if frac >= STRIPPED_MIN_TISSUE_EDGE:
         return True, f"detected skull-stripped: {words} (>= {100 * STRIPPED_MIN_TISSUE_EDGE:.0f}%)", round(frac, 4)
     return False, f"raw head: {words} (< {100 * STRIPPED_MIN_TISSUE_EDGE:.0f}% for a stripped brain)", round(frac, 4)
