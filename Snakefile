@@ -40,7 +40,9 @@ if not workflow.configfiles:
 # here; cohort roots, scans and spreadsheets in common.smk): sys.exit prints just the message.
 CONFIG_SOURCE = " + ".join(map(str, workflow.configfiles)) or "config/config.yaml"
 try:
-    validate_config(config, CONFIG_SOURCE, load_schema(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")))
+    validate_config(
+        config, CONFIG_SOURCE, load_schema(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+    )
 except ConfigError as exc:
     sys.exit(str(exc))
 
@@ -60,6 +62,6 @@ gc.freeze()  # the scan index, mappings and rules live for the whole run: never 
 
 
 rule all:
+    default_target: True
     input:
         ALL_TARGETS,
-    default_target: True

@@ -63,6 +63,7 @@ def _effective_config_file():
 # rules): a results or cohort path may hold $(...), backticks, quotes, ; & |
 CONFIGFILES = f"--configfile {shlex.quote(_effective_config_file())}"
 
+
 def workdir_path(path):
     """``path`` relative to the working directory when it lies under it (the shipped atlas under
     resources/): inputs are recorded by path, so an absolute one would make a moved or re-cloned

@@ -11,15 +11,15 @@ rule derivatives_description:
         records=qc_records,
     output:
         [f"{L.derivatives_root('{cohort}')}/{name}" for name in derivatives_top_files()],
-    params:
-        root=lambda wc: L.derivatives_root(wc.cohort),
     log:
         f"{R}/logs/preprocess/derivatives_{{cohort}}.log",
+    conda:
+        "../envs/cpu.yaml"
     resources:
         mem_mb=1000,
         runtime=30,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        root=lambda wc: L.derivatives_root(wc.cohort),
     shell:
         f"{BRAING3N} derivatives {CONFIGFILES} --root {{params.root:q}} --cohort {{wildcards.cohort:q}} "
         "--records {input.records:q} > {log:q} 2>&1"

@@ -60,19 +60,19 @@ rule embed_baseline:
         weights=lambda wc: encoder_weights(wc.encoder),
     output:
         f"{R}/embeddings/{{encoder}}/{{cohort}}.npz",
-    params:
-        # (evaluate.batch_size is left out: it changes speed, not the embeddings)
-        settings=lambda wc: _ev_settings(f"encoders.{wc.encoder}")
-        + (f" aekl_{aekl_bottleneck(EV)}" if wc.encoder == "aekl" else ""),
     log:
         f"{R}/logs/evaluate/embed_{{encoder}}_{{cohort}}.log",
+    conda:
+        "../envs/gpu.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=32000,
         runtime=240,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        # (evaluate.batch_size is left out: it changes speed, not the embeddings)
+        settings=lambda wc: _ev_settings(f"encoders.{wc.encoder}")
+        + (f" aekl_{aekl_bottleneck(EV)}" if wc.encoder == "aekl" else ""),
     shell:
         "{BRAING3N} evaluate embed {EV_CONFIGFILES} --encoder {wildcards.encoder:q} --cohort {wildcards.cohort:q} "
         "--out {output:q} > {log:q} 2>&1"
@@ -86,16 +86,16 @@ rule probes:
     output:
         table=L.table("probes_{encoder}"),
         predictions=f"{R}/tables/probe_predictions_{{encoder}}.parquet",
-    params:
-        settings=_ev_settings("n_splits", "n_boot"),
     log:
         f"{R}/logs/evaluate/probes_{{encoder}}.log",
+    conda:
+        "../envs/cpu.yaml"
     threads: 2
     resources:
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        settings=_ev_settings("n_splits", "n_boot"),
     shell:
         "{BRAING3N} evaluate probes {EV_CONFIGFILES} --encoder {wildcards.encoder:q} "
         "--embeddings {input.embeddings:q} --out {output.table:q} --predictions {output.predictions:q} > {log:q} 2>&1"
@@ -109,16 +109,16 @@ rule compare_encoders:
         table=report(L.table("encoder_comparison"), category="Linear probes"),
         summary=report(L.table("encoder_summary"), category="Linear probes"),
         figure=report(L.figure("probes"), category="Linear probes"),
-    params:
-        settings=_ev_settings("n_boot", "reference_encoder"),
-        reference=EV["reference_encoder"],
     log:
         f"{R}/logs/evaluate/compare.log",
+    conda:
+        "../envs/cpu.yaml"
     resources:
         mem_mb=8000,
         runtime=120,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        settings=_ev_settings("n_boot", "reference_encoder"),
+        reference=EV["reference_encoder"],
     shell:
         "{BRAING3N} evaluate compare {EV_CONFIGFILES} --reference {params.reference:q} "
         "--predictions {input.predictions:q} --probe-tables {input.tables:q} --out {output.table:q} "
@@ -136,17 +136,17 @@ rule guidance:
         figure=report(L.figure("guidance"), category="Generation"),
         mosaic=report(L.figure("samples_by_condition"), category="Generation"),
         samples=EV_SAMPLES,
-    params:
-        settings=_ev_settings("guidance", "fid.cfg_scale", "fid.age_halfwidth", "n_splits"),
     log:
         f"{R}/logs/evaluate/guidance.log",
+    conda:
+        "../envs/gpu.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=32000,
         runtime=240,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        settings=_ev_settings("guidance", "fid.cfg_scale", "fid.age_halfwidth", "n_splits"),
     shell:
         "{BRAING3N} evaluate guidance {EV_CONFIGFILES} --out {output.table:q} --figure {output.figure:q} "
         "--samples {output.samples:q} --mosaic {output.mosaic:q} > {log:q} 2>&1"
@@ -163,17 +163,17 @@ rule fid:
         medicalnet=encoder_weights("medicalnet") if EV["fid"].get("extractor", "auto") != "mae" else [],
     output:
         report(L.table("fid"), category="Generation"),
-    params:
-        settings=_ev_settings("fid", "encoders.medicalnet"),
     log:
         f"{R}/logs/evaluate/fid.log",
+    conda:
+        "../envs/gpu.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=32000,
         runtime=240,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        settings=_ev_settings("fid", "encoders.medicalnet"),
     shell:
         "{BRAING3N} evaluate fid {EV_CONFIGFILES} --samples {input.samples:q} --out {output:q} > {log:q} 2>&1"
 
@@ -186,15 +186,15 @@ rule memorisation:
     output:
         table=report(L.table("memorisation"), category="Generation"),
         per_sample=L.table("memorisation_samples"),
-    params:
-        settings=_ev_settings("memorisation", "guidance.latent_pool", "guidance.fixed", "fid.age_halfwidth"),
     log:
         f"{R}/logs/evaluate/memorisation.log",
+    conda:
+        "../envs/cpu.yaml"
     resources:
         mem_mb=16000,
         runtime=60,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        settings=_ev_settings("memorisation", "guidance.latent_pool", "guidance.fixed", "fid.age_halfwidth"),
     shell:
         "{BRAING3N} evaluate memorisation {EV_CONFIGFILES} --samples {input.samples:q} --out {output.table:q} "
         "--per-sample {output.per_sample:q} > {log:q} 2>&1"
@@ -210,17 +210,17 @@ rule longitudinal:
     output:
         table=report(L.table("longitudinal"), category="Longitudinal"),
         per_pair=L.table("longitudinal_pairs"),
-    params:
-        settings=_ev_settings("longitudinal", "guidance.solver", "guidance.latent_pool"),
     log:
         f"{R}/logs/evaluate/longitudinal.log",
+    conda:
+        "../envs/gpu.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=32000,
         runtime=240,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        settings=_ev_settings("longitudinal", "guidance.solver", "guidance.latent_pool"),
     shell:
         "{BRAING3N} evaluate longitudinal {EV_CONFIGFILES} --out {output.table:q} --per-pair {output.per_pair:q} "
         "> {log:q} 2>&1"
@@ -235,16 +235,16 @@ rule train_aekl:
         overlay=f"{R}/models/aekl_{{k}}/bottleneck.yaml",
     log:
         f"{R}/logs/train_aekl_{{k}}.log",
-    params:
-        out=f"{R}/models/aekl_{{k}}",
-        settings=_settings("engine", "aekl"),
+    conda:
+        "../envs/gpu.yaml"
     threads: 8
     resources:
         gpu=1,
         mem_mb=64000,
         runtime=1440,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        out=f"{R}/models/aekl_{{k}}",
+        settings=_settings("engine", "aekl"),
     shell:
         # the bottleneck size reaches the train CLI as a one-key config overlay (later --configfile wins)
         "printf 'train:\\n  aekl:\\n    latent_channels: {wildcards.k}\\n' > {output.overlay:q} && "
@@ -264,17 +264,17 @@ rule tokenizers:
         report(L.table("tokenizers"), category="Tokenizer"),
     log:
         f"{R}/logs/evaluate/tokenizers.log",
-    params:
-        aekl=[f"{R}/models/aekl_{k}" for k in EV_BOTTLENECKS],
-        settings=_ev_settings("tokenizers", "n_splits", "n_boot", "guidance.latent_pool"),
-        eval_split=config["train"].get("decoder", {}).get("eval_split", "test"),  # the scans reconstruct scores
+    conda:
+        "../envs/gpu.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=32000,
         runtime=240,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        aekl=[f"{R}/models/aekl_{k}" for k in EV_BOTTLENECKS],
+        settings=_ev_settings("tokenizers", "n_splits", "n_boot", "guidance.latent_pool"),
+        eval_split=config["train"].get("decoder", {}).get("eval_split", "test"),  # the scans reconstruct scores
     shell:
         "{BRAING3N} evaluate tokenizers {EV_CONFIGFILES} --aekl {params.aekl:q} --out {output:q} > {log:q} 2>&1"
 

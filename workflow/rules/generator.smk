@@ -14,8 +14,10 @@ DIT_LAUNCH = LAUNCH  # all GPUs of the allocation (DDP); defined in common.smk
 
 def _gen_settings(*train_keys, arm=None):
     """Config a generator rule depends on (params rerun trigger)."""
-    part = {"seed": config.get("seed"), "train": {k: results_only(config["train"].get(k), f"train.{k}")
-                                                  for k in train_keys}}
+    part = {
+        "seed": config.get("seed"),
+        "train": {k: results_only(config["train"].get(k), f"train.{k}") for k in train_keys},
+    }
     if arm is not None:
         gen = results_only(GEN, "generate")
         part["generate"] = {k: v for k, v in gen.items() if k != "arms"} | {"arm": GEN["arms"].get(arm)}
@@ -34,19 +36,18 @@ rule train_dit:
         f"{DIT_DIR}/final.safetensors",
     log:
         f"{R}/logs/train_dit.log",
-    params:
-        out=DIT_DIR,
-        settings=_gen_settings("engine", "dit"),
+    conda:
+        "../envs/gpu.yaml"
     threads: 8
     resources:
         gpu=1,
         mem_mb=64000,
         runtime=2880,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        out=DIT_DIR,
+        settings=_gen_settings("engine", "dit"),
     shell:
-        f"{DIT_LAUNCH} {BRAING3N} train dit {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1"
-        + KEEP_FAILED_LOG
+        f"{DIT_LAUNCH} {BRAING3N} train dit {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1" + KEEP_FAILED_LOG
 
 
 rule train_dit_long:
@@ -58,16 +59,16 @@ rule train_dit_long:
         f"{DIT_LONG_DIR}/final.safetensors",
     log:
         f"{R}/logs/train_dit_long.log",
-    params:
-        out=DIT_LONG_DIR,
-        settings=_gen_settings("engine", "dit_long"),
+    conda:
+        "../envs/gpu.yaml"
     threads: 8
     resources:
         gpu=1,
         mem_mb=64000,
         runtime=1440,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        out=DIT_LONG_DIR,
+        settings=_gen_settings("engine", "dit_long"),
     shell:
         f"{DIT_LAUNCH} {BRAING3N} train dit-long {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1"
         + KEEP_FAILED_LOG
@@ -81,17 +82,17 @@ rule generate_arm:
         directory(f"{R}/samples/{{arm}}"),
     log:
         f"{R}/logs/generate_{{arm}}.log",
-    params:
-        model=DIT_DIR,
-        tokenizer=TOKENIZER_DIR,
-        settings=lambda wc: _gen_settings(arm=wc.arm),
+    conda:
+        "../envs/gpu.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=60,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        model=DIT_DIR,
+        tokenizer=TOKENIZER_DIR,
+        settings=lambda wc: _gen_settings(arm=wc.arm),
     shell:
         "{BRAING3N} generate {CONFIGFILES} --arm {wildcards.arm:q} --model-dir {params.model:q} "
         "--tokenizer-dir {params.tokenizer:q} --out {output:q} > {log:q} 2>&1"
@@ -107,17 +108,18 @@ rule forecast_demo:
         directory(f"{R}/samples/forecast"),
     log:
         f"{R}/logs/forecast_demo.log",
-    params:
-        model=DIT_LONG_DIR,
-        tokenizer=TOKENIZER_DIR,
-        settings=_gen_settings(arm=None) + json.dumps({k: GEN[k] for k in ("forecast_years", "forecast_n", "steps", "solver")}),
+    conda:
+        "../envs/gpu.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=60,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        model=DIT_LONG_DIR,
+        tokenizer=TOKENIZER_DIR,
+        settings=_gen_settings(arm=None)
+        + json.dumps({k: GEN[k] for k in ("forecast_years", "forecast_n", "steps", "solver")}),
     shell:
         "{BRAING3N} forecast {CONFIGFILES} --baseline auto --model-dir {params.model:q} "
         "--tokenizer-dir {params.tokenizer:q} --out {output:q} > {log:q} 2>&1"

@@ -26,15 +26,15 @@ rule harmonise:
     output:
         partition=L.metadata_partition("{cohort}"),
         issues=METADATA_ISSUES,
-    params:
-        settings=json.dumps({"metadata": config.get("metadata", {}), "seed": config.get("seed")}, sort_keys=True),
     log:
         f"{R}/logs/metadata/harmonise_{{cohort}}.log",
+    conda:
+        "../envs/cpu.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        settings=json.dumps({"metadata": config.get("metadata", {}), "seed": config.get("seed")}, sort_keys=True),
     shell:
         f"{BRAING3N} harmonise {CONFIGFILES} --cohort {{wildcards.cohort:q}} "
         "--out {output.partition:q} --issues {output.issues:q} > {log:q} 2>&1"
@@ -52,11 +52,11 @@ rule manifest:
         coverage_md=L.table("dataset_coverage").replace(".csv", ".md"),
     log:
         f"{R}/logs/metadata/manifest.log",
+    conda:
+        "../envs/cpu.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/cpu.yaml"
     shell:
         f"{BRAING3N} manifest {CONFIGFILES} --partitions {{input.partitions:q}} --manifest {{output.manifest:q}} "
         "--pairs {output.pairs:q} --summary {output.summary:q} --coverage {output.coverage:q} > {log:q} 2>&1"

@@ -19,8 +19,10 @@ PREPROCESS_CFG = config.get("preprocess", {})
 # a changed preprocess setting (or seed) reruns every scan: params are part of Snakemake's rerun
 # check; speed-only keys (threads, hdbet.device) are left out, and robust_z is read by qc_table only
 _PREPROCESS_RESULTS = results_only(PREPROCESS_CFG, "preprocess")
-PREPROCESS_PARAMS = json.dumps({"preprocess": {k: v for k, v in _PREPROCESS_RESULTS.items() if k != "robust_z"},
-                                "seed": config.get("seed")}, sort_keys=True)
+PREPROCESS_PARAMS = json.dumps(
+    {"preprocess": {k: v for k, v in _PREPROCESS_RESULTS.items() if k != "robust_z"}, "seed": config.get("seed")},
+    sort_keys=True,
+)
 QC_TABLE_PARAMS = json.dumps({"robust_z": _PREPROCESS_RESULTS.get("robust_z")}, sort_keys=True)
 
 
@@ -31,8 +33,7 @@ def session_raws(wc):
 
 # what each cohort's mapping declares about its files (scans.skull_stripped, scans.space)
 PREPROCESS_DECLARED = {
-    c: declared_inputs(load_mapping(spec["mapping"])["scans"], spec["mapping"])
-    for c, spec in COHORTS.items()
+    c: declared_inputs(load_mapping(spec["mapping"])["scans"], spec["mapping"]) for c, spec in COHORTS.items()
 }
 
 
@@ -61,19 +62,19 @@ rule preprocess_session:
         atlas=PREPROCESS_ATLAS,
     output:
         record=L.session_record("{cohort}", "{subject}", "{session}"),
-    params:
-        settings=PREPROCESS_PARAMS,
-        raws=session_raw_args,
     log:
         f"{R}/logs/preprocess/{{cohort}}/sub-{{subject}}_ses-{{session}}.log",
     group:
         "preprocess"
+    conda:
+        "../envs/cpu.yaml"
     threads: PREPROCESS_CFG.get("threads", 2)
     resources:
         mem_mb=lambda wc, attempt: 6000 * attempt,
         runtime=session_runtime,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        settings=PREPROCESS_PARAMS,
+        raws=session_raw_args,
     shell:
         f"{BRAING3N} preprocess session {CONFIGFILES} --threads {{threads}} {{params.raws}} "
         "--record {output.record:q} --cohort {wildcards.cohort:q} --subject {wildcards.subject:q} "
@@ -87,15 +88,15 @@ rule qc_table:
         table=L.qc_table("{cohort}"),
         csv=L.qc_table("{cohort}").replace(".parquet", ".csv"),
         montage=L.qc_table("{cohort}").replace(".parquet", "_montage.png"),
-    params:
-        settings=QC_TABLE_PARAMS,
     log:
         f"{R}/logs/preprocess/qc_table_{{cohort}}.log",
+    conda:
+        "../envs/cpu.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        settings=QC_TABLE_PARAMS,
     shell:
         f"{BRAING3N} qc-table {CONFIGFILES} --cohort {{wildcards.cohort:q}} --out {{output.table:q}} "
         "--records {input.records:q} > {log:q} 2>&1"

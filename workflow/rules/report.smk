@@ -18,17 +18,17 @@ rule report_figures:
     output:
         samples=report(REPORT_FIGURES[0], category="Generation"),
         reconstructions=report(REPORT_FIGURES[1], category="Tokenizer"),
-    params:
-        settings=_ev_settings("fid.cfg_scale", "fid.age_halfwidth", "guidance.fixed"),
     log:
         f"{R}/logs/evaluate/figures.log",
+    conda:
+        "../envs/gpu.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=60,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        settings=_ev_settings("fid.cfg_scale", "fid.age_halfwidth", "guidance.fixed"),
     shell:
         "{BRAING3N} evaluate figures {EV_CONFIGFILES} --samples {input.samples:q} "
         "--out-samples {output.samples:q} --out-reconstructions {output.reconstructions:q} > {log:q} 2>&1"
@@ -47,16 +47,19 @@ rule report:
     output:
         html=report(f"{R}/report/index.html", category="Report"),
         check=f"{R}/report/honest_check.csv",
-    params:
-        settings=json.dumps({"reference_encoder": EV.get("reference_encoder"), "report": config.get("report", {})},
-                            sort_keys=True, default=str),
     log:
         f"{R}/logs/report.log",
+    conda:
+        "../envs/cpu.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        settings=json.dumps(
+            {"reference_encoder": EV.get("reference_encoder"), "report": config.get("report", {})},
+            sort_keys=True,
+            default=str,
+        ),
     shell:
         "{BRAING3N} report {EV_CONFIGFILES} --out {output.html:q} > {log:q} 2>&1"
 

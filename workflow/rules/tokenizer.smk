@@ -15,8 +15,10 @@ TOKENIZER_DIR = model_dir_for(config, "decoder")
 def _settings(*keys):
     """Config sections a rule depends on, for the params rerun trigger."""
     part = {k: results_only(TRAIN[k], f"train.{k}") for k in keys if k in TRAIN}
-    return json.dumps({"seed": config.get("seed"), "train": part, "store": results_only(config.get("store", {}), "store")},
-                      sort_keys=True)
+    return json.dumps(
+        {"seed": config.get("seed"), "train": part, "store": results_only(config.get("store", {}), "store")},
+        sort_keys=True,
+    )
 
 
 rule store:
@@ -25,16 +27,16 @@ rule store:
         metadata=L.metadata_partition("{cohort}"),
     output:
         L.store_index("{cohort}"),
-    params:
-        settings=json.dumps(results_only(config.get("store", {}), "store"), sort_keys=True),
     log:
         f"{R}/logs/store/{{cohort}}.log",
+    conda:
+        "../envs/cpu.yaml"
     threads: config["store"]["workers"]
     resources:
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../envs/cpu.yaml"
+    params:
+        settings=json.dumps(results_only(config.get("store", {}), "store"), sort_keys=True),
     shell:
         f"{BRAING3N} store {CONFIGFILES} --cohort {{wildcards.cohort:q}} --qc {{input.qc:q}} "
         "--metadata {input.metadata:q} --workers {threads} --out {output:q} > {log:q} 2>&1"
@@ -46,21 +48,20 @@ rule train_mae:
         manifest=L.manifest,
     output:
         f"{L.model_dir('mae')}/final.safetensors",
-    params:
-        out=L.model_dir("mae"),
-        settings=_settings("engine", "mae"),
     log:
         f"{R}/logs/train_mae.log",
+    conda:
+        "../envs/gpu.yaml"
     threads: 8
     resources:
         gpu=1,
         mem_mb=64000,
         runtime=2880,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        out=L.model_dir("mae"),
+        settings=_settings("engine", "mae"),
     shell:
-        f"{LAUNCH} {BRAING3N} train mae {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1"
-        + KEEP_FAILED_LOG
+        f"{LAUNCH} {BRAING3N} train mae {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1" + KEEP_FAILED_LOG
 
 
 rule train_decoder:
@@ -70,21 +71,20 @@ rule train_decoder:
         mae=f"{MAE_DIR}/final.safetensors",
     output:
         f"{DECODER_DIR}/final.safetensors",
-    params:
-        out=DECODER_DIR,
-        settings=_settings("engine", "mae", "decoder"),
     log:
         f"{R}/logs/train_decoder.log",
+    conda:
+        "../envs/gpu.yaml"
     threads: 8
     resources:
         gpu=1,
         mem_mb=64000,
         runtime=1440,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        out=DECODER_DIR,
+        settings=_settings("engine", "mae", "decoder"),
     shell:
-        f"{LAUNCH} {BRAING3N} train decoder {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1"
-        + KEEP_FAILED_LOG
+        f"{LAUNCH} {BRAING3N} train decoder {CONFIGFILES} --out {{params.out:q}} > {{log:q}} 2>&1" + KEEP_FAILED_LOG
 
 
 rule export:
@@ -95,13 +95,13 @@ rule export:
         f"{R}/embeddings/{{cohort}}.npz",
     log:
         f"{R}/logs/export/{{cohort}}.log",
+    conda:
+        "../envs/gpu.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=32000,
         runtime=240,
-    conda:
-        "../envs/gpu.yaml"
     shell:
         f"{BRAING3N} export {CONFIGFILES} --cohort {{wildcards.cohort:q}} --model-dir {shlex.quote(TOKENIZER_DIR)} "
         "--out {output:q} > {log:q} 2>&1"
@@ -115,17 +115,17 @@ rule reconstruct:
     output:
         table=L.table("reconstruction"),
         summary=L.table("reconstruction_summary"),
-    params:
-        settings=_settings("decoder"),
     log:
         f"{R}/logs/reconstruct.log",
+    conda:
+        "../envs/gpu.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=32000,
         runtime=240,
-    conda:
-        "../envs/gpu.yaml"
+    params:
+        settings=_settings("decoder"),
     shell:
         f"{BRAING3N} reconstruct {CONFIGFILES} --model-dir {shlex.quote(TOKENIZER_DIR)} --nifti-dir {shlex.quote(R + '/reconstructions')} "
         "--out {output.table:q} > {log:q} 2>&1"
