@@ -27,7 +27,7 @@ help:
 	@echo "make bench  - run the benchmarks (tables written under bench/)"
 	@echo "make gpu-check - every GPU figure on one CUDA device, < 8 min (bench/gpu/; no GPU: a dry pass)"
 	@echo "make gpu-check-demo - the honest check on config/demo_gpu.yaml, < 10 min (no GPU: a dry pass)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and snakefmt"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; set PYTHON=python3.x (3.11 or 3.12)"; exit 1; }
@@ -66,6 +66,7 @@ gpu-check-demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/snakefmt --check Snakefile workflow
 
 # The demo's outputs (CPU and GPU overlay) and synthesised cohorts; Snakemake's records of other
 # runs in this checkout (.snakemake/metadata, conda envs) stay: a removed output simply reruns.
