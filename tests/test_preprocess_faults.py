@@ -24,6 +24,7 @@ import ants
 import nibabel as nib
 import numpy as np
 import pytest
+from test_preprocess import fake_brain_mask
 
 from braing3n.preprocess import chain, faults, weights
 from braing3n.preprocess import cli as preprocess_cli
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 RAW_HEAD = Declared(skull_stripped=False)
 CFG = {"preprocess": {"min_ncc_t1": 0.0, "registration": {"iterations": [20, 10], "shrink_factors": [4, 2],
                                                           "smoothing_sigmas": [2, 1]}}, "seed": 0}
+
 
 
 def ellipsoid_head(shape=(60, 72, 60), spacing=3.0, seed=0):
@@ -152,7 +154,7 @@ def _raise(exc):
 ])
 def test_unforeseen_exception_is_the_scans_failure_with_a_crash_file(tmp_path, monkeypatch, where, exc, stage):
     raw = save(tmp_path, "t1.nii.gz", *ellipsoid_head())
-    monkeypatch.setattr(chain, "brain_mask", lambda img, *a: img.numpy() > 500)
+    monkeypatch.setattr(chain, "brain_mask", fake_brain_mask)
     target = {"n4": (ants, "n4_bias_field_correction"), "hdbet": (chain, "brain_mask"),
               "read": (nib, "load"), "register": (ants, "registration")}[where]
     monkeypatch.setattr(*target, _raise(exc))
@@ -164,7 +166,7 @@ def test_unforeseen_exception_is_the_scans_failure_with_a_crash_file(tmp_path, m
     assert "Traceback (most recent call last)" in text and type(exc).__name__ in text and "coh_sub-S1_ses-01_T1" in text
     # a rerun that succeeds removes the stale crash file
     monkeypatch.undo()
-    monkeypatch.setattr(chain, "brain_mask", lambda img, *a: img.numpy() > 500)
+    monkeypatch.setattr(chain, "brain_mask", fake_brain_mask)
     again, _ = run_t1(tmp_path, raw)
     assert again["status"] == "ok" and not (rec.parent / out["crash_file"]).exists()
 
@@ -188,7 +190,7 @@ def test_session_goes_on_past_a_crashing_and_a_bad_scan(tmp_path, monkeypatch):
     raws = {"T1": save(tmp_path, "t1.nii.gz", data, aff), "FLAIR": save(tmp_path, "flair.nii.gz", data, aff),
             "T2": save(tmp_path, "t2.nii.gz", np.full((64, 64, 40), 5.0, np.float32)),
             "T1c": save(tmp_path, "t1c.nii.gz", data, aff)}
-    monkeypatch.setattr(chain, "brain_mask", lambda img, *a: img.numpy() > 500)
+    monkeypatch.setattr(chain, "brain_mask", fake_brain_mask)
     real_n4, calls = ants.n4_bias_field_correction, []
 
     def n4_crashing_on_flair(img, *a, **k):  # T1 first, then FLAIR (the 2nd N4 of the session)
