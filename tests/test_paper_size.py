@@ -33,7 +33,8 @@ jobs: wall times are ~2-3x a free machine's, CPU seconds are the comparable figu
   CNN path at tiny widths) 52 CPU-s, peak RSS <= 3.8 GiB.
 - torch.compile of the tiny presets, wall on the loaded machine (inductor's C++ compile runs in
   worker processes): MAE 390 s, DiT 109 s, decoder 290 s, AutoencoderKL 169 s (all passed,
-  2026-12-08), so only the two transformer families, MAE and DiT, are compiled here.
+  2026-12-08), so `make test` compiles the DiT (CI time: the whole `.ci/run` must stay under
+  40 min); BRAING3N_COMPILE_ALL=1 compiles the MAE too.
 A DiT's blocks get exact-zero gradients at the first step (adaLN-Zero: their gates start at 0);
 they count as gradients here, as in training. Seconds, CPU seconds and peak RSS of every step are
 logged (``pytest -o log_cli=true -o log_cli_level=INFO``).
@@ -285,7 +286,7 @@ def test_tiny_decoder_one_bf16_autocast_engine_step(setup, tiny_mae):
     engine_step(pt, root / "tiny-decoder-bf16", cpu_bf16=True)
 
 
-@pytest.mark.parametrize("label", ["mae-paper", "dit"])
+@pytest.mark.parametrize("label", ["mae-paper", "dit"] if os.environ.get("BRAING3N_COMPILE_ALL") else ["dit"])
 def test_tiny_presets_one_compiled_engine_step(setup, label):
     """torch.compile (inductor, C++ on CPU) through the engine: a compile-only failure shows here. The two
     transformer families (MAE, DiT): each compile costs minutes of wall time on 2 cores (docstring above)."""
