@@ -50,14 +50,12 @@ def _cond(b: int, device: torch.device) -> dict:
     return cond
 
 
-def train_throughput(cfg: DiTConfig, batch: int, device: torch.device, compiled: bool, steps: int, warm: int) -> dict:
-    torch.manual_seed(0)
-    model = DiT(cfg).to(device)
-    run = torch.compile(model) if compiled else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=device.type == "cuda")
-    x1 = torch.randn(batch, model.num_tokens, cfg.in_channels, device=device)
-    cond = _cond(batch, device)
-    probs = dict.fromkeys([*CATS, *CONT], 0.1)
+def _train_step(model: DiT, run, batch: int, device: torch.device, weight_decay: float):
+    """One flow-matching train step (six conditions, CFG dropout 0.1) of ``run`` (``model`` or its
+    compiled form) on fixed random latents, as a closure."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=weight_decay, fused=device.type == "cuda")
+    x1 = torch.randn(batch, model.num_tokens, model.cfg.in_channels, device=device)
+    cond, probs = _cond(batch, device), dict.fromkeys([*CATS, *CONT], 0.1)
 
     def step():
         with _autocast(device):
@@ -67,6 +65,13 @@ def train_throughput(cfg: DiTConfig, batch: int, device: torch.device, compiled:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    return step
+
+
+def train_throughput(cfg: DiTConfig, batch: int, device: torch.device, compiled: bool, steps: int, warm: int) -> dict:
+    torch.manual_seed(0)
+    model = DiT(cfg).to(device)
+    step = _train_step(model, torch.compile(model) if compiled else model, batch, device, weight_decay=0.0)
     for _ in range(warm):
         step()
     _sync(device)
@@ -167,20 +172,7 @@ def anchor_pair(mod, cfg: DiTConfig, batch: int, device: torch.device, compiled:
     def project():
         torch.manual_seed(0)
         model = DiT(cfg).to(device)
-        run = wrap(model)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=gpu)
-        x1 = torch.randn(batch, model.num_tokens, cfg.in_channels, device=device)
-        cond, probs = _cond(batch, device), dict.fromkeys([*CATS, *CONT], 0.1)
-
-        def step():
-            with _autocast(device):
-                t = flow.sample_time(batch, device=device)
-                loss = flow.flow_loss(run, x1, drop_conditions(cond, probs), t, torch.randn_like(x1))
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        return step
+        return _train_step(model, wrap(model), batch, device, weight_decay=0.01)  # AdamW's default
 
     def anchor():
         torch.manual_seed(0)
